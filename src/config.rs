@@ -1,0 +1,151 @@
+//! Configuration, read in one place: command-line flags, each with an
+//! environment variable as fallback. `punctual serve --help` lists them all
+//! with their defaults.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "punctual",
+    version,
+    about = "Publishes scheduled social-media posts at their exact instant"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the gRPC service.
+    Serve(Box<ServeConfig>),
+}
+
+fn parse_duration(input: &str) -> Result<Duration, String> {
+    humantime::parse_duration(input)
+        .map_err(|error| format!("{error} (e.g. \"500ms\", \"2s\", \"1h\")"))
+}
+
+fn parse_platform_url(input: &str) -> Result<(String, String), String> {
+    let (platform, url) = input
+        .split_once('=')
+        .ok_or_else(|| format!("{input:?}: expected PLATFORM=URL"))?;
+    Ok((platform.trim().to_ascii_lowercase(), url.trim().to_owned()))
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeConfig {
+    /// Address the gRPC server listens on.
+    #[arg(long, env = "PUNCTUAL_LISTEN_ADDR", default_value = "127.0.0.1:50051")]
+    pub listen_addr: SocketAddr,
+
+    /// `sqlite://<file>` (created if missing) or `postgres://user@host/db`.
+    #[arg(
+        long,
+        env = "PUNCTUAL_DATABASE_URL",
+        default_value = "sqlite://punctual.db"
+    )]
+    pub database_url: String,
+
+    /// Most database connections held open.
+    #[arg(long, env = "PUNCTUAL_DATABASE_MAX_CONNECTIONS", default_value_t = 8)]
+    pub database_max_connections: usize,
+
+    /// Where posts are POSTed when they are due.
+    #[arg(
+        long,
+        env = "PUNCTUAL_PUBLISHER_URL",
+        default_value = "http://127.0.0.1:8080/publish"
+    )]
+    pub publisher_url: String,
+
+    /// Per-platform publisher URL, `PLATFORM=URL`; repeat the flag, or
+    /// separate entries with commas in the variable.
+    #[arg(
+        long = "platform-publisher-url",
+        env = "PUNCTUAL_PLATFORM_PUBLISHER_URLS",
+        value_delimiter = ',',
+        value_parser = parse_platform_url
+    )]
+    pub platform_publisher_urls: Vec<(String, String)>,
+
+    /// Secret for the HMAC-SHA256 signature of every request to the
+    /// publisher. Without it requests are not signed.
+    #[arg(long, env = "PUNCTUAL_PUBLISHER_SECRET", hide_env_values = true)]
+    pub publisher_secret: Option<String>,
+
+    /// Time limit of one publish request.
+    #[arg(long, env = "PUNCTUAL_PUBLISH_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub publish_timeout: Duration,
+
+    /// Publish attempts per post before it is dead-lettered.
+    #[arg(long, env = "PUNCTUAL_MAX_ATTEMPTS", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub max_attempts: u32,
+
+    /// Backoff before the second attempt; doubles for each later one (with jitter).
+    #[arg(long, env = "PUNCTUAL_RETRY_BASE_DELAY", default_value = "2s", value_parser = parse_duration)]
+    pub retry_base_delay: Duration,
+
+    /// Longest backoff between attempts.
+    #[arg(long, env = "PUNCTUAL_RETRY_MAX_DELAY", default_value = "5m", value_parser = parse_duration)]
+    pub retry_max_delay: Duration,
+
+    /// Publish attempts running at once.
+    #[arg(long, env = "PUNCTUAL_MAX_CONCURRENT_PUBLISHES", default_value_t = 64)]
+    pub max_concurrent_publishes: usize,
+
+    /// A post found due longer ago than this (e.g. after downtime) is
+    /// dead-lettered with the reason `missed` instead of published late.
+    #[arg(long, env = "PUNCTUAL_MISSED_FIRE_WINDOW", default_value = "1h", value_parser = parse_duration)]
+    pub missed_fire_window: Duration,
+
+    /// Timers are held in memory for posts due within this horizon; later
+    /// posts are read in as the horizon moves (at most 700 days).
+    #[arg(long, env = "PUNCTUAL_LOOKAHEAD_HORIZON", default_value = "1h", value_parser = parse_duration)]
+    pub lookahead_horizon: Duration,
+
+    /// How far in the past a requested instant may be (it then fires at once).
+    #[arg(long, env = "PUNCTUAL_PAST_GRACE", default_value = "5s", value_parser = parse_duration)]
+    pub past_grace: Duration,
+
+    /// How far ahead a post may be scheduled.
+    #[arg(long, env = "PUNCTUAL_MAX_SCHEDULE_AHEAD", default_value = "3660days", value_parser = parse_duration)]
+    pub max_schedule_ahead: Duration,
+
+    /// Largest payload accepted, in bytes of JSON.
+    #[arg(long, env = "PUNCTUAL_MAX_PAYLOAD_BYTES", default_value_t = 65_536)]
+    pub max_payload_bytes: usize,
+
+    /// Time limit of one RPC (streams excepted).
+    #[arg(long, env = "PUNCTUAL_REQUEST_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub request_timeout: Duration,
+
+    /// How long shutdown waits for publish attempts in flight.
+    #[arg(long, env = "PUNCTUAL_SHUTDOWN_GRACE", default_value = "10s", value_parser = parse_duration)]
+    pub shutdown_grace: Duration,
+}
+
+impl ServeConfig {
+    pub fn platform_urls(&self) -> HashMap<String, String> {
+        self.platform_publisher_urls.iter().cloned().collect()
+    }
+
+    /// The configuration with every default, for embedding and tests.
+    pub fn with_defaults() -> Self {
+        #[derive(Parser)]
+        struct Defaults {
+            #[command(flatten)]
+            config: ServeConfig,
+        }
+        // Only the program name is parsed; the environment still applies, as
+        // it does for the binary.
+        match Defaults::try_parse_from(["punctual"]) {
+            Ok(defaults) => defaults.config,
+            Err(error) => error.exit(),
+        }
+    }
+}

@@ -1,0 +1,9 @@
+//! The domain: what a scheduled post is, its life cycle, and how wall-clock
+//! times in IANA zones become instants. Nothing here knows of gRPC, SQL or
+//! HTTP; the other layers convert to and from these types.
+
+pub mod post;
+pub mod recurrence;
+pub mod time;
+
+pub use post::*;

@@ -1,0 +1,302 @@
+//! A scheduled post, its identifiers and its life cycle.
+
+use std::fmt;
+use std::str::FromStr;
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use super::time::TimeZone;
+
+/// Longest business, content or request id accepted.
+pub const MAX_ID_LEN: usize = 128;
+/// Longest platform name accepted.
+pub const MAX_PLATFORM_LEN: usize = 32;
+
+/// A problem with one field of a request; `field` names it as the caller
+/// wrote it so the error can point at it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct FieldError {
+    pub field: String,
+    pub message: String,
+}
+
+impl FieldError {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Server-assigned post id. UUIDv7, so ids sort roughly by creation time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PostId(Uuid);
+
+impl PostId {
+    pub fn new() -> Self {
+        Self(Uuid::now_v7())
+    }
+
+    pub fn parse(field: &str, input: &str) -> Result<Self, FieldError> {
+        Uuid::parse_str(input.trim()).map(Self).map_err(|_| {
+            FieldError::new(field, format!("{input:?} is not a valid post id (a UUID)"))
+        })
+    }
+}
+
+impl Default for PostId {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Display for PostId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// A non-empty opaque identifier chosen by the caller (business, content or
+/// request id).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ExternalId(String);
+
+impl ExternalId {
+    pub fn parse(field: &str, input: &str) -> Result<Self, FieldError> {
+        let trimmed = input.trim();
+        if trimmed.is_empty() {
+            return Err(FieldError::new(field, "must not be empty"));
+        }
+        if trimmed.len() > MAX_ID_LEN {
+            return Err(FieldError::new(
+                field,
+                format!("must be at most {MAX_ID_LEN} bytes, got {}", trimmed.len()),
+            ));
+        }
+        if trimmed.chars().any(char::is_control) {
+            return Err(FieldError::new(
+                field,
+                "must not contain control characters",
+            ));
+        }
+        Ok(Self(trimmed.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for ExternalId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A social platform name: lower-case ASCII letters, digits, `_` and `-`.
+/// Any such name is accepted so that a new platform needs no release; the
+/// publisher URL can be overridden per platform.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Platform(String);
+
+impl Platform {
+    pub fn parse(field: &str, input: &str) -> Result<Self, FieldError> {
+        let name = input.trim().to_ascii_lowercase();
+        if name.is_empty() {
+            return Err(FieldError::new(
+                field,
+                "must not be empty (e.g. \"instagram\", \"facebook\", \"linkedin\", \"x\")",
+            ));
+        }
+        if name.len() > MAX_PLATFORM_LEN
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+        {
+            return Err(FieldError::new(
+                field,
+                format!(
+                    "{input:?} is not a platform name: use up to {MAX_PLATFORM_LEN} letters, digits, '_' or '-'"
+                ),
+            ));
+        }
+        Ok(Self(name))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Platform {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Where a post stands. Stored by name, so the database stays readable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PostStatus {
+    Scheduled,
+    Publishing,
+    Published,
+    RetryScheduled,
+    DeadLettered,
+    Cancelled,
+}
+
+impl PostStatus {
+    pub const ALL: [PostStatus; 6] = [
+        PostStatus::Scheduled,
+        PostStatus::Publishing,
+        PostStatus::Published,
+        PostStatus::RetryScheduled,
+        PostStatus::DeadLettered,
+        PostStatus::Cancelled,
+    ];
+
+    /// Statuses of posts waiting for a timer: the only ones a caller may
+    /// edit, and the only ones the engine may claim.
+    pub const PENDING: [PostStatus; 2] = [PostStatus::Scheduled, PostStatus::RetryScheduled];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PostStatus::Scheduled => "SCHEDULED",
+            PostStatus::Publishing => "PUBLISHING",
+            PostStatus::Published => "PUBLISHED",
+            PostStatus::RetryScheduled => "RETRY_SCHEDULED",
+            PostStatus::DeadLettered => "DEAD_LETTERED",
+            PostStatus::Cancelled => "CANCELLED",
+        }
+    }
+
+    pub fn is_pending(self) -> bool {
+        Self::PENDING.contains(&self)
+    }
+}
+
+impl fmt::Display for PostStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for PostStatus {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|status| status.as_str() == s)
+            .ok_or_else(|| format!("unknown post status {s:?}"))
+    }
+}
+
+/// A scheduled post as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Post {
+    pub id: PostId,
+    pub business_id: String,
+    pub content_id: String,
+    pub platform: String,
+    /// A JSON object forwarded to the publisher unchanged.
+    pub payload: serde_json::Value,
+    /// The instant the caller asked for (microsecond precision).
+    pub scheduled_for: DateTime<Utc>,
+    /// The zone the caller thinks in; used to show `scheduled_for` back.
+    pub time_zone: TimeZone,
+    pub status: PostStatus,
+    pub attempts: u32,
+    pub last_error: Option<String>,
+    /// When the engine should next try to publish: `scheduled_for` at first,
+    /// a backoff instant after a failed attempt.
+    pub next_attempt_at: DateTime<Utc>,
+    pub published_at: Option<DateTime<Utc>>,
+    pub external_id: Option<String>,
+    /// Grows by one on every change; the compare-and-set token.
+    pub version: i64,
+    pub request_id: Option<String>,
+    pub create_time: DateTime<Utc>,
+    pub update_time: DateTime<Utc>,
+}
+
+impl Post {
+    /// The key the publisher sees on every attempt of this post, across
+    /// retries and restarts, so it can drop duplicates.
+    pub fn idempotency_key(&self) -> String {
+        self.id.to_string()
+    }
+}
+
+/// A post about to be inserted: everything the caller decided, validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewPost {
+    pub business_id: ExternalId,
+    pub content_id: ExternalId,
+    pub platform: Platform,
+    pub payload: serde_json::Value,
+    pub scheduled_for: DateTime<Utc>,
+    pub time_zone: TimeZone,
+    pub request_id: Option<ExternalId>,
+}
+
+/// Truncates an instant to whole microseconds, the precision both
+/// databases keep, so that what is compared in memory equals what is stored.
+pub fn truncate_to_micros(instant: DateTime<Utc>) -> DateTime<Utc> {
+    DateTime::from_timestamp_micros(instant.timestamp_micros()).unwrap_or(instant)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn platform_is_normalised_and_checked() {
+        assert_eq!(
+            Platform::parse("platform", " Instagram ").unwrap().as_str(),
+            "instagram"
+        );
+        assert!(Platform::parse("platform", "").is_err());
+        assert!(Platform::parse("platform", "face book").is_err());
+        assert!(Platform::parse("platform", &"x".repeat(33)).is_err());
+    }
+
+    #[test]
+    fn ids_must_be_present_and_bounded() {
+        let error = ExternalId::parse("business_id", "  ").unwrap_err();
+        assert_eq!(error.field, "business_id");
+        assert!(ExternalId::parse("content_id", &"c".repeat(129)).is_err());
+        assert!(ExternalId::parse("content_id", "a\u{0}b").is_err());
+        assert_eq!(
+            ExternalId::parse("content_id", " c-1 ").unwrap().as_str(),
+            "c-1"
+        );
+    }
+
+    #[test]
+    fn status_names_round_trip() {
+        for status in PostStatus::ALL {
+            assert_eq!(status.as_str().parse::<PostStatus>().unwrap(), status);
+        }
+        assert!("NOPE".parse::<PostStatus>().is_err());
+    }
+
+    #[test]
+    fn post_ids_reject_garbage() {
+        assert!(PostId::parse("id", "not-a-uuid").is_err());
+        let id = PostId::new();
+        assert_eq!(PostId::parse("id", &id.to_string()).unwrap(), id);
+    }
+
+    #[test]
+    fn truncation_drops_nanoseconds() {
+        let instant = DateTime::from_timestamp(1_700_000_000, 123_456_789).unwrap();
+        assert_eq!(
+            truncate_to_micros(instant).timestamp_subsec_nanos(),
+            123_456_000
+        );
+    }
+}

@@ -1,0 +1,302 @@
+//! The engine owns the timers. One task holds a [`DelayQueue`] with the next
+//! attempt instant of every pending post due within the look-ahead horizon,
+//! and wakes exactly at each instant: nothing polls for due work.
+//!
+//! A timer is only a wake-up. When one fires, the post is claimed in the
+//! database with a compare-and-set (pending, and due by now) before the
+//! publisher is called, so a stale timer can neither publish early nor
+//! publish a post that was edited, cancelled or already claimed.
+//!
+//! Other tasks reach the engine through an [`EngineHandle`]; later posts
+//! come in through an occasional read of the next stretch of the horizon.
+
+mod fire;
+
+use std::collections::HashMap;
+use std::future::poll_fn;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use tokio::sync::{Semaphore, mpsc};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tokio_util::time::{DelayQueue, delay_queue};
+
+use crate::clock::Clock;
+use crate::domain::PostId;
+use crate::events::EventBus;
+use crate::publisher::{Publisher, RetryPolicy};
+use crate::storage::{DueEntry, Storage};
+
+/// `DelayQueue` panics beyond 2^36 ms (~795 days); the horizon stays well
+/// inside that.
+pub const MAX_HORIZON: Duration = Duration::from_secs(700 * 24 * 3600);
+
+/// Rows per read when loading timers.
+const LOAD_PAGE: i64 = 5_000;
+
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Timers are held only for posts due within this much of now.
+    pub horizon: Duration,
+    /// A post found more than this late (e.g. after downtime) is
+    /// dead-lettered as missed instead of published.
+    pub missed_fire_window: Duration,
+    /// At most this many publish attempts run at once.
+    pub max_concurrent_publishes: usize,
+    pub retry: RetryPolicy,
+    /// How long shutdown waits for attempts in flight.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            horizon: Duration::from_secs(3600),
+            missed_fire_window: Duration::from_secs(3600),
+            max_concurrent_publishes: 64,
+            retry: RetryPolicy::default(),
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+#[derive(Debug)]
+enum Command {
+    /// Arm (or move) the timer of a post.
+    Arm(DueEntry),
+    /// Arm timers read from the database, unless the post already has one:
+    /// a timer set by a later command is fresher than a read.
+    Load(Vec<DueEntry>),
+    Disarm(PostId),
+}
+
+/// Cheap, cloneable way to tell the engine about changes.
+#[derive(Debug, Clone)]
+pub struct EngineHandle {
+    commands: mpsc::UnboundedSender<Command>,
+}
+
+impl EngineHandle {
+    /// The post's next attempt is at `due`.
+    pub fn arm(&self, id: PostId, due: DateTime<Utc>) {
+        // A send fails only once the engine has stopped, at shutdown; the
+        // post is in the database and is loaded again at the next start.
+        let _ = self.commands.send(Command::Arm(DueEntry { id, due }));
+    }
+
+    pub fn disarm(&self, id: PostId) {
+        let _ = self.commands.send(Command::Disarm(id));
+    }
+
+    fn load(&self, entries: Vec<DueEntry>) {
+        let _ = self.commands.send(Command::Load(entries));
+    }
+}
+
+/// What a publish attempt needs, shared by all attempts.
+struct FireContext {
+    storage: Storage,
+    publisher: Arc<dyn Publisher>,
+    events: EventBus,
+    clock: Arc<dyn Clock>,
+    config: EngineConfig,
+    handle: EngineHandle,
+    permits: Semaphore,
+    /// Cancelled when the engine stops: attempts not yet started stay
+    /// pending in the database instead of starting during shutdown.
+    stopping: CancellationToken,
+}
+
+/// The engine task. Build it with [`Engine::new`], hand out
+/// [`Engine::handle`], then [`Engine::run`] it until cancelled.
+pub struct Engine {
+    context: Arc<FireContext>,
+    commands: mpsc::UnboundedReceiver<Command>,
+    queue: DelayQueue<PostId>,
+    /// The live timer of each post; an entry is removed when its timer fires
+    /// or is replaced, so a stale key is never used.
+    timers: HashMap<PostId, (delay_queue::Key, DateTime<Utc>)>,
+    /// Posts due before this instant have timers (or are being loaded).
+    horizon_end: DateTime<Utc>,
+    attempts: TaskTracker,
+}
+
+impl Engine {
+    pub fn new(
+        storage: Storage,
+        publisher: Arc<dyn Publisher>,
+        events: EventBus,
+        clock: Arc<dyn Clock>,
+        mut config: EngineConfig,
+    ) -> Self {
+        config.horizon = config.horizon.clamp(Duration::from_secs(1), MAX_HORIZON);
+        let (sender, commands) = mpsc::unbounded_channel();
+        let handle = EngineHandle { commands: sender };
+        let horizon_end = clock.now();
+        let permits = Semaphore::new(config.max_concurrent_publishes.max(1));
+        Self {
+            context: Arc::new(FireContext {
+                storage,
+                publisher,
+                events,
+                clock,
+                config,
+                handle,
+                permits,
+                stopping: CancellationToken::new(),
+            }),
+            commands,
+            queue: DelayQueue::new(),
+            timers: HashMap::new(),
+            horizon_end,
+            attempts: TaskTracker::new(),
+        }
+    }
+
+    pub fn handle(&self) -> EngineHandle {
+        self.context.handle.clone()
+    }
+
+    /// Runs until `shutdown` is cancelled, then waits (bounded) for attempts
+    /// in flight. Attempts cut off by the bound stay `PUBLISHING` and are
+    /// recovered at the next start with the same idempotency key.
+    pub async fn run(mut self, shutdown: CancellationToken) {
+        let horizon = self.context.config.horizon;
+        self.extend_horizon(None);
+        // Read the next stretch well before the current one runs out.
+        let period = horizon / 2;
+        let mut refill = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+        refill.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => break,
+                Some(expired) = poll_fn(|cx| self.queue.poll_expired(cx)), if !self.queue.is_empty() => {
+                    self.on_timer(expired.into_inner());
+                }
+                Some(command) = self.commands.recv() => self.apply(command),
+                _ = refill.tick() => self.extend_horizon(Some(self.horizon_end)),
+            }
+        }
+        self.context.stopping.cancel();
+        self.attempts.close();
+        let grace = self.context.config.shutdown_grace;
+        if tokio::time::timeout(grace, self.attempts.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                shutdown_grace_ms = grace.as_millis() as u64,
+                in_flight = self.attempts.len(),
+                "publish attempts still running at shutdown; they resume at the next start"
+            );
+        }
+    }
+
+    fn apply(&mut self, command: Command) {
+        match command {
+            Command::Arm(entry) => self.arm(entry, true),
+            Command::Load(entries) => {
+                for entry in entries {
+                    self.arm(entry, false);
+                }
+            }
+            Command::Disarm(id) => {
+                if let Some((key, _)) = self.timers.remove(&id) {
+                    self.queue.remove(&key);
+                }
+            }
+        }
+    }
+
+    fn arm(&mut self, entry: DueEntry, replace: bool) {
+        if entry.due >= self.horizon_end {
+            // The read of that stretch of the horizon will bring it in.
+            if replace && let Some((key, _)) = self.timers.remove(&entry.id) {
+                self.queue.remove(&key);
+            }
+            return;
+        }
+        let deadline = self.context.clock.deadline_for(entry.due);
+        match self.timers.get_mut(&entry.id) {
+            Some((key, due)) => {
+                if replace && *due != entry.due {
+                    self.queue.reset_at(key, deadline);
+                    *due = entry.due;
+                }
+            }
+            None => {
+                let key = self.queue.insert_at(entry.id, deadline);
+                self.timers.insert(entry.id, (key, entry.due));
+            }
+        }
+    }
+
+    fn on_timer(&mut self, id: PostId) {
+        let Some((_, due)) = self.timers.remove(&id) else {
+            return;
+        };
+        // The wall clock may have been stepped back since the timer was set.
+        if self.context.clock.now() < due {
+            self.arm(DueEntry { id, due }, true);
+            return;
+        }
+        let context = Arc::clone(&self.context);
+        self.attempts
+            .spawn(async move { fire::attempt(&context, DueEntry { id, due }).await });
+    }
+
+    /// Moves the horizon to now + horizon and reads the posts due in the new
+    /// stretch (everything before it on the first call). The end moves
+    /// before the read starts, so a post committed after the read began
+    /// arrives through its own `Arm` instead.
+    fn extend_horizon(&mut self, from: Option<DateTime<Utc>>) {
+        let horizon = chrono::Duration::from_std(self.context.config.horizon)
+            .unwrap_or(chrono::Duration::hours(1));
+        let until = self.context.clock.now() + horizon;
+        if until <= self.horizon_end {
+            return;
+        }
+        self.horizon_end = until;
+        let context = Arc::clone(&self.context);
+        self.attempts
+            .spawn(async move { load_timers(&context, from, until).await });
+    }
+
+    /// Timers currently held, for tests and metrics.
+    pub fn timer_count(&self) -> usize {
+        self.timers.len()
+    }
+}
+
+async fn load_timers(context: &FireContext, from: Option<DateTime<Utc>>, until: DateTime<Utc>) {
+    let mut after = None;
+    let mut loaded = 0usize;
+    loop {
+        let page = match context
+            .storage
+            .pending_due_in(from, until, after, LOAD_PAGE)
+            .await
+        {
+            Ok(page) => page,
+            Err(error) => {
+                tracing::error!(%error, "loading timers failed; retrying in 1 s");
+                tokio::select! {
+                    _ = context.stopping.cancelled() => return,
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                }
+            }
+        };
+        let last = page.last().copied();
+        let count = page.len();
+        loaded += count;
+        context.handle.load(page);
+        match last {
+            Some(entry) if count as i64 == LOAD_PAGE => after = Some(entry),
+            _ => break,
+        }
+    }
+    tracing::debug!(timers_loaded = loaded, horizon_end = %until, "timers loaded");
+}

@@ -1,0 +1,280 @@
+//! Conversions between protobuf messages and domain or request types.
+//! Malformed wire values become field errors naming the field.
+
+use chrono::{DateTime, Utc};
+use prost_types::value::Kind;
+
+use super::pb;
+use crate::domain::time::{DstPolicy, GapPolicy, OverlapPolicy, format_local};
+use crate::domain::{FieldError, Post, PostStatus};
+use crate::events::{EventKind, PostEvent};
+use crate::scheduler::{PatternKind, SchedulerError};
+
+pub type ConvertResult<T> = Result<T, SchedulerError>;
+
+fn invalid(field: &str, message: impl Into<String>) -> SchedulerError {
+    SchedulerError::InvalidArgument(FieldError::new(field, message))
+}
+
+pub fn timestamp_to_datetime(
+    field: &str,
+    timestamp: &prost_types::Timestamp,
+) -> ConvertResult<DateTime<Utc>> {
+    let nanos = u32::try_from(timestamp.nanos)
+        .ok()
+        .filter(|nanos| *nanos < 1_000_000_000)
+        .ok_or_else(|| invalid(field, "nanos must be between 0 and 999,999,999"))?;
+    DateTime::from_timestamp(timestamp.seconds, nanos)
+        .ok_or_else(|| invalid(field, "is out of the supported range"))
+}
+
+pub fn datetime_to_timestamp(instant: DateTime<Utc>) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: instant.timestamp(),
+        nanos: i32::try_from(instant.timestamp_subsec_nanos()).unwrap_or(0),
+    }
+}
+
+pub fn optional_timestamp(
+    field: &str,
+    timestamp: Option<&prost_types::Timestamp>,
+) -> ConvertResult<Option<DateTime<Utc>>> {
+    timestamp
+        .map(|ts| timestamp_to_datetime(field, ts))
+        .transpose()
+}
+
+pub fn struct_to_json(value: prost_types::Struct) -> serde_json::Value {
+    serde_json::Value::Object(
+        value
+            .fields
+            .into_iter()
+            .map(|(key, value)| (key, value_to_json(value)))
+            .collect(),
+    )
+}
+
+fn value_to_json(value: prost_types::Value) -> serde_json::Value {
+    match value.kind {
+        None | Some(Kind::NullValue(_)) => serde_json::Value::Null,
+        Some(Kind::BoolValue(b)) => serde_json::Value::Bool(b),
+        Some(Kind::NumberValue(n)) => serde_json::Number::from_f64(n)
+            .map(serde_json::Value::Number)
+            .unwrap_or(serde_json::Value::Null),
+        Some(Kind::StringValue(s)) => serde_json::Value::String(s),
+        Some(Kind::ListValue(list)) => {
+            serde_json::Value::Array(list.values.into_iter().map(value_to_json).collect())
+        }
+        Some(Kind::StructValue(s)) => struct_to_json(s),
+    }
+}
+
+pub fn json_to_struct(value: &serde_json::Value) -> Option<prost_types::Struct> {
+    match value {
+        serde_json::Value::Object(map) => Some(prost_types::Struct {
+            fields: map
+                .iter()
+                .map(|(key, value)| (key.clone(), json_to_value(value)))
+                .collect(),
+        }),
+        _ => None,
+    }
+}
+
+fn json_to_value(value: &serde_json::Value) -> prost_types::Value {
+    let kind = match value {
+        serde_json::Value::Null => Kind::NullValue(0),
+        serde_json::Value::Bool(b) => Kind::BoolValue(*b),
+        serde_json::Value::Number(n) => Kind::NumberValue(n.as_f64().unwrap_or(0.0)),
+        serde_json::Value::String(s) => Kind::StringValue(s.clone()),
+        serde_json::Value::Array(items) => Kind::ListValue(prost_types::ListValue {
+            values: items.iter().map(json_to_value).collect(),
+        }),
+        serde_json::Value::Object(_) => {
+            Kind::StructValue(json_to_struct(value).unwrap_or_default())
+        }
+    };
+    prost_types::Value { kind: Some(kind) }
+}
+
+pub fn dst_policy(gap: i32, overlap: i32) -> ConvertResult<DstPolicy> {
+    let gap = match pb::DstGapPolicy::try_from(gap) {
+        Ok(pb::DstGapPolicy::Unspecified | pb::DstGapPolicy::DstGapReject) => GapPolicy::Reject,
+        Ok(pb::DstGapPolicy::DstGapShiftForward) => GapPolicy::ShiftForward,
+        Err(_) => return Err(invalid("dst_gap_policy", format!("unknown value {gap}"))),
+    };
+    let overlap = match pb::DstOverlapPolicy::try_from(overlap) {
+        Ok(pb::DstOverlapPolicy::Unspecified | pb::DstOverlapPolicy::DstOverlapEarlier) => {
+            OverlapPolicy::Earlier
+        }
+        Ok(pb::DstOverlapPolicy::DstOverlapLater) => OverlapPolicy::Later,
+        Err(_) => {
+            return Err(invalid(
+                "dst_overlap_policy",
+                format!("unknown value {overlap}"),
+            ));
+        }
+    };
+    Ok(DstPolicy { gap, overlap })
+}
+
+pub fn status_from_proto(field: &str, value: i32) -> ConvertResult<PostStatus> {
+    use pb::scheduled_post::Status;
+    match Status::try_from(value) {
+        Ok(Status::Scheduled) => Ok(PostStatus::Scheduled),
+        Ok(Status::Publishing) => Ok(PostStatus::Publishing),
+        Ok(Status::Published) => Ok(PostStatus::Published),
+        Ok(Status::RetryScheduled) => Ok(PostStatus::RetryScheduled),
+        Ok(Status::DeadLettered) => Ok(PostStatus::DeadLettered),
+        Ok(Status::Cancelled) => Ok(PostStatus::Cancelled),
+        Ok(Status::Unspecified) | Err(_) => Err(invalid(
+            field,
+            format!(
+                "unknown status {value}; use SCHEDULED, PUBLISHING, PUBLISHED, RETRY_SCHEDULED, DEAD_LETTERED or CANCELLED"
+            ),
+        )),
+    }
+}
+
+fn status_to_proto(status: PostStatus) -> pb::scheduled_post::Status {
+    use pb::scheduled_post::Status;
+    match status {
+        PostStatus::Scheduled => Status::Scheduled,
+        PostStatus::Publishing => Status::Publishing,
+        PostStatus::Published => Status::Published,
+        PostStatus::RetryScheduled => Status::RetryScheduled,
+        PostStatus::DeadLettered => Status::DeadLettered,
+        PostStatus::Cancelled => Status::Cancelled,
+    }
+}
+
+pub fn pattern_from_proto(value: i32) -> ConvertResult<Option<PatternKind>> {
+    use pb::recurrence::Pattern;
+    match Pattern::try_from(value) {
+        Ok(Pattern::Unspecified) => Ok(None),
+        Ok(Pattern::Daily) => Ok(Some(PatternKind::Daily)),
+        Ok(Pattern::Weekdays) => Ok(Some(PatternKind::Weekdays)),
+        Ok(Pattern::Weekly) => Ok(Some(PatternKind::Weekly)),
+        Ok(Pattern::EveryNHours) => Ok(Some(PatternKind::EveryNHours)),
+        Err(_) => Err(invalid(
+            "recurrence.pattern",
+            format!("unknown pattern {value}"),
+        )),
+    }
+}
+
+pub fn weekday_from_proto(index: usize, value: i32) -> ConvertResult<chrono::Weekday> {
+    use chrono::Weekday as W;
+    match pb::Weekday::try_from(value) {
+        Ok(pb::Weekday::Monday) => Ok(W::Mon),
+        Ok(pb::Weekday::Tuesday) => Ok(W::Tue),
+        Ok(pb::Weekday::Wednesday) => Ok(W::Wed),
+        Ok(pb::Weekday::Thursday) => Ok(W::Thu),
+        Ok(pb::Weekday::Friday) => Ok(W::Fri),
+        Ok(pb::Weekday::Saturday) => Ok(W::Sat),
+        Ok(pb::Weekday::Sunday) => Ok(W::Sun),
+        Ok(pb::Weekday::Unspecified) | Err(_) => Err(invalid(
+            &format!("recurrence.weekdays[{index}]"),
+            format!("unknown weekday {value}; use MONDAY to SUNDAY"),
+        )),
+    }
+}
+
+pub fn post_to_proto(post: &Post) -> pb::ScheduledPost {
+    pb::ScheduledPost {
+        id: post.id.to_string(),
+        business_id: post.business_id.clone(),
+        content_id: post.content_id.clone(),
+        platform: post.platform.clone(),
+        payload: json_to_struct(&post.payload),
+        scheduled_for: Some(datetime_to_timestamp(post.scheduled_for)),
+        time_zone: post.time_zone.name().to_owned(),
+        local_time: format_local(post.scheduled_for, post.time_zone),
+        status: status_to_proto(post.status) as i32,
+        attempts: i32::try_from(post.attempts).unwrap_or(i32::MAX),
+        last_error: post.last_error.clone().unwrap_or_default(),
+        published_at: post.published_at.map(datetime_to_timestamp),
+        external_id: post.external_id.clone().unwrap_or_default(),
+        version: post.version,
+        create_time: Some(datetime_to_timestamp(post.create_time)),
+        update_time: Some(datetime_to_timestamp(post.update_time)),
+        next_attempt_time: Some(datetime_to_timestamp(post.next_attempt_at)),
+    }
+}
+
+/// A post computed by a dry run has no identity or state yet.
+pub fn planned_post_to_proto(post: &Post) -> pb::ScheduledPost {
+    pb::ScheduledPost {
+        id: String::new(),
+        status: pb::scheduled_post::Status::Unspecified as i32,
+        version: 0,
+        create_time: None,
+        update_time: None,
+        ..post_to_proto(post)
+    }
+}
+
+pub fn event_to_proto(event: &PostEvent) -> pb::ScheduleEvent {
+    use pb::schedule_event::Type;
+    let kind = match event.kind {
+        EventKind::Scheduled => Type::Scheduled,
+        EventKind::Updated => Type::Updated,
+        EventKind::Cancelled => Type::Cancelled,
+        EventKind::Publishing => Type::Publishing,
+        EventKind::Published => Type::Published,
+        EventKind::RetryScheduled => Type::RetryScheduled,
+        EventKind::DeadLettered => Type::DeadLettered,
+    };
+    pb::ScheduleEvent {
+        r#type: kind as i32,
+        schedule: Some(post_to_proto(&event.post)),
+        event_time: Some(datetime_to_timestamp(event.at)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_round_trips_through_struct() {
+        let json = serde_json::json!({
+            "text": "hello", "n": 2.5, "ok": true, "none": null,
+            "tags": ["a", "b"], "nested": {"k": "v"}
+        });
+        let back = struct_to_json(json_to_struct(&json).unwrap());
+        assert_eq!(back, json);
+    }
+
+    #[test]
+    fn bad_timestamps_name_the_field() {
+        let error = timestamp_to_datetime(
+            "scheduled_for",
+            &prost_types::Timestamp {
+                seconds: 0,
+                nanos: -1,
+            },
+        )
+        .unwrap_err();
+        assert!(error.to_string().starts_with("scheduled_for:"), "{error}");
+        assert!(
+            timestamp_to_datetime(
+                "scheduled_for",
+                &prost_types::Timestamp {
+                    seconds: i64::MAX,
+                    nanos: 0
+                }
+            )
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn unknown_enum_values_are_refused() {
+        assert!(dst_policy(9, 0).is_err());
+        assert!(dst_policy(0, 9).is_err());
+        assert!(status_from_proto("statuses[0]", 42).is_err());
+        assert!(pattern_from_proto(42).is_err());
+        assert!(weekday_from_proto(0, 0).is_err());
+    }
+}

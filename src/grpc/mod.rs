@@ -1,0 +1,222 @@
+//! The gRPC transport: the generated protobuf types, the thin adapter from
+//! RPCs to [`SchedulerService`], and the error mapping. The only module that
+//! knows protobuf.
+
+mod convert;
+mod status;
+
+use std::pin::Pin;
+
+use futures::{Stream, StreamExt};
+use tokio_stream::wrappers::BroadcastStream;
+use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status};
+
+use crate::scheduler::{
+    BulkRequest, CreateRequest, ListRequest, SchedulerError, SchedulerService, UpdateRequest, When,
+};
+use convert::*;
+
+/// Generated protobuf types and service stubs for `punctual.v1`.
+pub mod pb {
+    #![allow(clippy::all, missing_docs)]
+    tonic::include_proto!("punctual.v1");
+
+    /// Encoded descriptors of `punctual.v1`, served by gRPC reflection.
+    pub const FILE_DESCRIPTOR_SET: &[u8] =
+        include_bytes!(concat!(env!("OUT_DIR"), "/punctual_descriptor.bin"));
+}
+
+pub use pb::scheduler_server::SchedulerServer;
+
+/// The `punctual.v1.Scheduler` service.
+pub struct SchedulerApi {
+    service: SchedulerService,
+    /// Ends open watch streams at shutdown so the server can drain.
+    shutdown: CancellationToken,
+}
+
+impl SchedulerApi {
+    pub fn new(service: SchedulerService, shutdown: CancellationToken) -> Self {
+        Self { service, shutdown }
+    }
+}
+
+type EventStream = Pin<Box<dyn Stream<Item = Result<pb::ScheduleEvent, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl pb::scheduler_server::Scheduler for SchedulerApi {
+    async fn create_schedule(
+        &self,
+        request: Request<pb::CreateScheduleRequest>,
+    ) -> Result<Response<pb::ScheduledPost>, Status> {
+        let request = request.into_inner();
+        let when = match request.when {
+            Some(pb::create_schedule_request::When::ScheduledFor(ts)) => {
+                Some(When::Instant(timestamp_to_datetime("scheduled_for", &ts)?))
+            }
+            Some(pb::create_schedule_request::When::LocalTime(local)) => Some(When::Local(local)),
+            None => None,
+        };
+        let post = self
+            .service
+            .create(CreateRequest {
+                business_id: request.business_id,
+                content_id: request.content_id,
+                platform: request.platform,
+                payload: request.payload.map(struct_to_json),
+                when,
+                time_zone: request.time_zone,
+                dst_policy: dst_policy(request.dst_gap_policy, request.dst_overlap_policy)?,
+                request_id: request.request_id,
+            })
+            .await?;
+        Ok(Response::new(post_to_proto(&post)))
+    }
+
+    async fn get_schedule(
+        &self,
+        request: Request<pb::GetScheduleRequest>,
+    ) -> Result<Response<pb::ScheduledPost>, Status> {
+        let post = self.service.get(&request.into_inner().id).await?;
+        Ok(Response::new(post_to_proto(&post)))
+    }
+
+    async fn list_schedules(
+        &self,
+        request: Request<pb::ListSchedulesRequest>,
+    ) -> Result<Response<pb::ListSchedulesResponse>, Status> {
+        let request = request.into_inner();
+        let statuses = request
+            .statuses
+            .iter()
+            .enumerate()
+            .map(|(index, value)| status_from_proto(&format!("statuses[{index}]"), *value))
+            .collect::<Result<Vec<_>, _>>()?;
+        let page = self
+            .service
+            .list(ListRequest {
+                business_id: request.business_id,
+                from: optional_timestamp("from_time", request.from_time.as_ref())?,
+                to: optional_timestamp("to_time", request.to_time.as_ref())?,
+                statuses,
+                platform: request.platform,
+                page_size: request.page_size,
+                page_token: request.page_token,
+            })
+            .await?;
+        Ok(Response::new(pb::ListSchedulesResponse {
+            schedules: page.posts.iter().map(post_to_proto).collect(),
+            next_page_token: page.next_page_token,
+        }))
+    }
+
+    async fn update_schedule(
+        &self,
+        request: Request<pb::UpdateScheduleRequest>,
+    ) -> Result<Response<pb::ScheduledPost>, Status> {
+        let request = request.into_inner();
+        let post = self
+            .service
+            .update(UpdateRequest {
+                id: request.id,
+                update_mask: request
+                    .update_mask
+                    .map(|mask| mask.paths)
+                    .unwrap_or_default(),
+                scheduled_for: optional_timestamp("scheduled_for", request.scheduled_for.as_ref())?,
+                local_time: request.local_time,
+                time_zone: request.time_zone,
+                payload: request.payload.map(struct_to_json),
+                platform: request.platform,
+                expected_version: request.expected_version,
+                dst_policy: dst_policy(request.dst_gap_policy, request.dst_overlap_policy)?,
+            })
+            .await?;
+        Ok(Response::new(post_to_proto(&post)))
+    }
+
+    async fn cancel_schedule(
+        &self,
+        request: Request<pb::CancelScheduleRequest>,
+    ) -> Result<Response<pb::ScheduledPost>, Status> {
+        let request = request.into_inner();
+        let post = self
+            .service
+            .cancel(&request.id, request.expected_version)
+            .await?;
+        Ok(Response::new(post_to_proto(&post)))
+    }
+
+    async fn bulk_schedule(
+        &self,
+        request: Request<pb::BulkScheduleRequest>,
+    ) -> Result<Response<pb::BulkScheduleResponse>, Status> {
+        let request = request.into_inner();
+        let recurrence = request.recurrence.ok_or_else(|| {
+            SchedulerError::InvalidArgument(crate::domain::FieldError::new(
+                "recurrence",
+                "is required",
+            ))
+        })?;
+        let weekdays = recurrence
+            .weekdays
+            .iter()
+            .enumerate()
+            .map(|(index, value)| weekday_from_proto(index, *value))
+            .collect::<Result<Vec<_>, _>>()?;
+        let validate_only = request.validate_only;
+        let posts = self
+            .service
+            .bulk(BulkRequest {
+                business_id: request.business_id,
+                platform: request.platform,
+                content_ids: request.content_ids,
+                payload: request.payload.map(struct_to_json),
+                pattern: pattern_from_proto(recurrence.pattern)?,
+                start_date: recurrence.start_date,
+                local_time: recurrence.local_time,
+                time_zone: recurrence.time_zone,
+                weekdays,
+                interval_hours: recurrence.interval_hours,
+                dst_policy: dst_policy(request.dst_gap_policy, request.dst_overlap_policy)?,
+                validate_only,
+                request_id: request.request_id,
+            })
+            .await?;
+        let to_proto = if validate_only {
+            planned_post_to_proto
+        } else {
+            post_to_proto
+        };
+        Ok(Response::new(pb::BulkScheduleResponse {
+            schedules: posts.iter().map(to_proto).collect(),
+        }))
+    }
+
+    type WatchEventsStream = EventStream;
+
+    async fn watch_events(
+        &self,
+        request: Request<pb::WatchEventsRequest>,
+    ) -> Result<Response<Self::WatchEventsStream>, Status> {
+        let business_id = request.into_inner().business_id.trim().to_owned();
+        let events = BroadcastStream::new(self.service.events().subscribe());
+        let stream = events
+            .filter_map(move |item| {
+                let item = match item {
+                    Ok(event) if business_id.is_empty() || event.post.business_id == business_id => {
+                        Some(Ok(event_to_proto(&event)))
+                    }
+                    Ok(_) => None,
+                    Err(BroadcastStreamRecvError::Lagged(missed)) => Some(Err(Status::data_loss(
+                        format!("this watcher fell {missed} events behind; list the posts again and watch anew"),
+                    ))),
+                };
+                std::future::ready(item)
+            })
+            .take_until(self.shutdown.clone().cancelled_owned());
+        Ok(Response::new(Box::pin(stream)))
+    }
+}

@@ -1,0 +1,27 @@
+//! Punctual publishes scheduled social-media posts at their exact instant.
+//!
+//! The crate is one service, split by what each part owns:
+//!
+//! * [`domain`]: posts, their life cycle, time zones and recurrences. Knows
+//!   nothing of gRPC, SQL or HTTP.
+//! * [`scheduler`]: the application service: validates requests, writes
+//!   through [`storage`], tells the [`engine`] and emits [`events`].
+//! * [`storage`]: the database (SQLite or PostgreSQL through diesel-async).
+//!   The only module that knows SQL.
+//! * [`engine`]: the single task that owns the timers and fires each post at
+//!   its instant, claiming it in the database before publishing.
+//! * [`publisher`]: the HTTP client that delivers a post to the publishing
+//!   service, and the retry policy.
+//! * [`grpc`]: the tonic service; the only module that knows protobuf.
+//! * [`app`]: wiring, start-up and graceful shutdown.
+
+pub mod app;
+pub mod clock;
+pub mod config;
+pub mod domain;
+pub mod engine;
+pub mod events;
+pub mod grpc;
+pub mod publisher;
+pub mod scheduler;
+pub mod storage;

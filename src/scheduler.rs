@@ -1,0 +1,822 @@
+//! The application service behind every RPC: turns caller input into valid
+//! domain values, writes through [`Storage`] with compare-and-set, tells the
+//! engine, and emits events. Transport-neutral: the gRPC layer converts
+//! protobuf into the request types here and maps [`SchedulerError`] to a
+//! status in one place.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine as _;
+use chrono::{DateTime, Utc};
+use sha2::{Digest, Sha256};
+
+use crate::clock::Clock;
+use crate::domain::recurrence::{Pattern, Recurrence, RecurrenceError};
+use crate::domain::time::{
+    DstPolicy, TimeZone, format_local, parse_local_date, parse_local_datetime, parse_time_of_day,
+    resolve_local,
+};
+use crate::domain::{
+    ExternalId, FieldError, Platform, Post, PostId, PostStatus, truncate_to_micros,
+};
+use crate::engine::EngineHandle;
+use crate::events::{EventBus, EventKind};
+use crate::storage::{Expectation, ListCursor, ListFilter, PostPatch, Storage, StorageError};
+
+/// Errors a caller can act on. Mapped to a gRPC status in `grpc::status`.
+#[derive(Debug, thiserror::Error)]
+pub enum SchedulerError {
+    #[error(transparent)]
+    InvalidArgument(#[from] FieldError),
+    #[error("post {0} not found")]
+    NotFound(String),
+    #[error("{0}")]
+    FailedPrecondition(String),
+    #[error("{0}")]
+    Aborted(String),
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("internal error")]
+    Internal(String),
+}
+
+impl From<StorageError> for SchedulerError {
+    fn from(error: StorageError) -> Self {
+        match error {
+            StorageError::Unavailable(message) => SchedulerError::Unavailable(format!(
+                "the database is unavailable, try again: {message}"
+            )),
+            other => SchedulerError::Internal(other.to_string()),
+        }
+    }
+}
+
+fn invalid(field: &str, message: impl Into<String>) -> SchedulerError {
+    SchedulerError::InvalidArgument(FieldError::new(field, message))
+}
+
+/// Bounds on what a request may ask for.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// An instant this far in the past is still accepted (and fires at once),
+    /// so a caller's clock skew or a slow network does not fail a request.
+    pub past_grace: Duration,
+    /// The furthest ahead a post may be scheduled.
+    pub max_ahead: Duration,
+    /// Largest payload accepted, as JSON bytes.
+    pub max_payload_bytes: usize,
+    /// Most posts in one bulk request.
+    pub max_bulk_posts: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            past_grace: Duration::from_secs(5),
+            max_ahead: Duration::from_secs(10 * 366 * 24 * 3600),
+            max_payload_bytes: 64 * 1024,
+            max_bulk_posts: 10_000,
+        }
+    }
+}
+
+/// When a post is due, as the caller gave it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum When {
+    Instant(DateTime<Utc>),
+    /// Wall-clock time in the request's `time_zone`.
+    Local(String),
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct CreateRequest {
+    pub business_id: String,
+    pub content_id: String,
+    pub platform: String,
+    pub payload: Option<serde_json::Value>,
+    pub when: Option<When>,
+    pub time_zone: String,
+    pub dst_policy: DstPolicy,
+    pub request_id: String,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct UpdateRequest {
+    pub id: String,
+    /// Field paths to change; empty means "every field set below".
+    pub update_mask: Vec<String>,
+    pub scheduled_for: Option<DateTime<Utc>>,
+    pub local_time: String,
+    pub time_zone: String,
+    pub payload: Option<serde_json::Value>,
+    pub platform: String,
+    pub expected_version: Option<i64>,
+    pub dst_policy: DstPolicy,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ListRequest {
+    pub business_id: String,
+    pub from: Option<DateTime<Utc>>,
+    pub to: Option<DateTime<Utc>>,
+    pub statuses: Vec<PostStatus>,
+    pub platform: String,
+    pub page_size: i32,
+    pub page_token: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct ListPage {
+    pub posts: Vec<Post>,
+    pub next_page_token: String,
+}
+
+/// The recurrence pattern as the caller named it; `None` when it named none
+/// or an unknown one.
+#[derive(Debug, Clone, Default)]
+pub struct BulkRequest {
+    pub business_id: String,
+    pub platform: String,
+    pub content_ids: Vec<String>,
+    pub payload: Option<serde_json::Value>,
+    pub pattern: Option<PatternKind>,
+    pub start_date: String,
+    pub local_time: String,
+    pub time_zone: String,
+    pub weekdays: Vec<chrono::Weekday>,
+    pub interval_hours: i32,
+    pub dst_policy: DstPolicy,
+    pub validate_only: bool,
+    pub request_id: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PatternKind {
+    Daily,
+    Weekdays,
+    Weekly,
+    EveryNHours,
+}
+
+/// Edits and cancels re-read and retry this often when they lose a race
+/// with the engine or another caller and no version was demanded.
+const CAS_ROUNDS: usize = 3;
+const DEFAULT_PAGE_SIZE: i64 = 100;
+const MAX_PAGE_SIZE: i64 = 1_000;
+
+#[derive(Clone)]
+pub struct SchedulerService {
+    storage: Storage,
+    engine: EngineHandle,
+    events: EventBus,
+    clock: Arc<dyn Clock>,
+    limits: Limits,
+}
+
+impl SchedulerService {
+    pub fn new(
+        storage: Storage,
+        engine: EngineHandle,
+        events: EventBus,
+        clock: Arc<dyn Clock>,
+        limits: Limits,
+    ) -> Self {
+        Self {
+            storage,
+            engine,
+            events,
+            clock,
+            limits,
+        }
+    }
+
+    pub fn events(&self) -> &EventBus {
+        &self.events
+    }
+
+    pub async fn create(&self, request: CreateRequest) -> Result<Post, SchedulerError> {
+        let now = self.clock.now();
+        let business_id = ExternalId::parse("business_id", &request.business_id)?;
+        let content_id = ExternalId::parse("content_id", &request.content_id)?;
+        let platform = Platform::parse("platform", &request.platform)?;
+        let payload = self.parse_payload("payload", request.payload)?;
+        let request_id = parse_optional_id("request_id", &request.request_id)?;
+        let (scheduled_for, time_zone) = match request.when {
+            None => {
+                return Err(invalid(
+                    "scheduled_for",
+                    "either scheduled_for or local_time with time_zone is required",
+                ));
+            }
+            Some(When::Instant(instant)) => {
+                let zone = parse_zone_or_utc(&request.time_zone)?;
+                (self.check_instant("scheduled_for", instant, now)?, zone)
+            }
+            Some(When::Local(local)) => {
+                if request.time_zone.trim().is_empty() {
+                    return Err(invalid("time_zone", "is required with local_time"));
+                }
+                let zone = parse_zone(&request.time_zone)?;
+                let instant = resolve_wall_clock("local_time", &local, zone, request.dst_policy)?;
+                (self.check_instant("local_time", instant, now)?, zone)
+            }
+        };
+        let post = new_post(
+            &business_id,
+            content_id,
+            &platform,
+            payload,
+            scheduled_for,
+            time_zone,
+            request_id.map(|id| id.as_str().to_owned()),
+            now,
+        );
+        match self.storage.insert(&post).await {
+            Ok(()) => {
+                self.engine.arm(post.id, post.next_attempt_at);
+                self.events.emit(EventKind::Scheduled, post.clone(), now);
+                Ok(post)
+            }
+            Err(StorageError::DuplicateRequest) => {
+                let request_id = post.request_id.clone().unwrap_or_default();
+                let mut existing = self
+                    .storage
+                    .find_by_request_ids(business_id.as_str(), std::slice::from_ref(&request_id))
+                    .await?;
+                existing.pop().ok_or_else(|| {
+                    SchedulerError::Aborted("request id is in use by a concurrent call".into())
+                })
+            }
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    pub async fn get(&self, id: &str) -> Result<Post, SchedulerError> {
+        let id = PostId::parse("id", id)?;
+        self.storage
+            .get(id)
+            .await?
+            .ok_or_else(|| SchedulerError::NotFound(id.to_string()))
+    }
+
+    pub async fn list(&self, request: ListRequest) -> Result<ListPage, SchedulerError> {
+        let page_size = match i64::from(request.page_size) {
+            0 => DEFAULT_PAGE_SIZE,
+            size if size < 0 => return Err(invalid("page_size", "must not be negative")),
+            size => size.min(MAX_PAGE_SIZE),
+        };
+        let filter = ListFilter {
+            business_id: non_empty(&request.business_id),
+            from: request.from,
+            to: request.to,
+            statuses: request.statuses,
+            platform: match non_empty(&request.platform) {
+                Some(platform) => Some(Platform::parse("platform", &platform)?.as_str().to_owned()),
+                None => None,
+            },
+        };
+        if let (Some(from), Some(to)) = (filter.from, filter.to)
+            && from > to
+        {
+            return Err(invalid("to_time", "must not be before from_time"));
+        }
+        let fingerprint = filter_fingerprint(&filter);
+        let cursor = match request.page_token.trim() {
+            "" => None,
+            token => Some(decode_page_token(token, &fingerprint)?),
+        };
+        let mut posts = self
+            .storage
+            .list(&filter, cursor.as_ref(), page_size + 1)
+            .await?;
+        let next_page_token = if posts.len() as i64 > page_size {
+            posts.truncate(page_size as usize);
+            posts
+                .last()
+                .map(|last| encode_page_token(last, &fingerprint))
+                .unwrap_or_default()
+        } else {
+            String::new()
+        };
+        Ok(ListPage {
+            posts,
+            next_page_token,
+        })
+    }
+
+    pub async fn update(&self, request: UpdateRequest) -> Result<Post, SchedulerError> {
+        let id = PostId::parse("id", &request.id)?;
+        let paths = update_paths(&request)?;
+        for _ in 0..CAS_ROUNDS {
+            let now = self.clock.now();
+            let current = self
+                .storage
+                .get(id)
+                .await?
+                .ok_or_else(|| SchedulerError::NotFound(id.to_string()))?;
+            check_version(&current, request.expected_version)?;
+            if !current.status.is_pending() {
+                return Err(SchedulerError::FailedPrecondition(format!(
+                    "post {id} is {} and can no longer be edited; only SCHEDULED or RETRY_SCHEDULED posts can",
+                    current.status
+                )));
+            }
+            let patch = self.update_patch(&request, &paths, &current, now)?;
+            let expected = Expectation {
+                id,
+                version: Some(current.version),
+                statuses: &PostStatus::PENDING,
+                due_by: None,
+            };
+            if let Some(updated) = self.storage.compare_and_set(&expected, &patch, now).await? {
+                self.engine.arm(updated.id, updated.next_attempt_at);
+                self.events.emit(EventKind::Updated, updated.clone(), now);
+                return Ok(updated);
+            }
+        }
+        Err(SchedulerError::Aborted(format!(
+            "post {id} kept changing while being updated; read it again and retry"
+        )))
+    }
+
+    pub async fn cancel(
+        &self,
+        id: &str,
+        expected_version: Option<i64>,
+    ) -> Result<Post, SchedulerError> {
+        const CANCELLABLE: [PostStatus; 3] = [
+            PostStatus::Scheduled,
+            PostStatus::RetryScheduled,
+            PostStatus::DeadLettered,
+        ];
+        let id = PostId::parse("id", id)?;
+        for _ in 0..CAS_ROUNDS {
+            let now = self.clock.now();
+            let current = self
+                .storage
+                .get(id)
+                .await?
+                .ok_or_else(|| SchedulerError::NotFound(id.to_string()))?;
+            if current.status == PostStatus::Cancelled {
+                return Ok(current);
+            }
+            check_version(&current, expected_version)?;
+            if !CANCELLABLE.contains(&current.status) {
+                return Err(SchedulerError::FailedPrecondition(format!(
+                    "post {id} is {} and can no longer be cancelled",
+                    current.status
+                )));
+            }
+            let patch = PostPatch {
+                status: Some(PostStatus::Cancelled),
+                ..PostPatch::default()
+            };
+            let expected = Expectation {
+                id,
+                version: Some(current.version),
+                statuses: &CANCELLABLE,
+                due_by: None,
+            };
+            if let Some(cancelled) = self.storage.compare_and_set(&expected, &patch, now).await? {
+                self.engine.disarm(id);
+                self.events
+                    .emit(EventKind::Cancelled, cancelled.clone(), now);
+                return Ok(cancelled);
+            }
+        }
+        Err(SchedulerError::Aborted(format!(
+            "post {id} kept changing while being cancelled; read it again and retry"
+        )))
+    }
+
+    /// Schedules one post per content id on consecutive occurrences of the
+    /// recurrence. All or nothing; with `validate_only` nothing is saved.
+    pub async fn bulk(&self, request: BulkRequest) -> Result<Vec<Post>, SchedulerError> {
+        let now = self.clock.now();
+        let business_id = ExternalId::parse("business_id", &request.business_id)?;
+        let platform = Platform::parse("platform", &request.platform)?;
+        let payload = self.parse_payload("payload", request.payload.clone())?;
+        let request_id = parse_optional_id("request_id", &request.request_id)?;
+        if request.content_ids.is_empty() {
+            return Err(invalid("content_ids", "must list at least one content id"));
+        }
+        if request.content_ids.len() > self.limits.max_bulk_posts {
+            return Err(invalid(
+                "content_ids",
+                format!(
+                    "at most {} posts per request, got {}",
+                    self.limits.max_bulk_posts,
+                    request.content_ids.len()
+                ),
+            ));
+        }
+        let content_ids = request
+            .content_ids
+            .iter()
+            .enumerate()
+            .map(|(index, id)| ExternalId::parse(&format!("content_ids[{index}]"), id))
+            .collect::<Result<Vec<_>, _>>()?;
+        let recurrence = parse_recurrence(&request)?;
+        let occurrences =
+            recurrence
+                .occurrences(content_ids.len())
+                .map_err(|error| match error {
+                    RecurrenceError::NoWeekdays => {
+                        invalid("recurrence.weekdays", error.to_string())
+                    }
+                    RecurrenceError::IntervalOutOfRange(_) => {
+                        invalid("recurrence.interval_hours", error.to_string())
+                    }
+                    other => invalid("recurrence", other.to_string()),
+                })?;
+        let zone = parse_zone(&request.time_zone)?;
+        let mut posts = Vec::with_capacity(content_ids.len());
+        for (index, (content_id, occurrence)) in
+            content_ids.into_iter().zip(occurrences).enumerate()
+        {
+            let field = format!("recurrence (occurrence {index}, {})", occurrence.local);
+            let instant = self.check_instant(&field, occurrence.instant, now)?;
+            let post_request_id = request_id
+                .as_ref()
+                .map(|id| format!("{}#{index}", id.as_str()));
+            posts.push(new_post(
+                &business_id,
+                content_id,
+                &platform,
+                payload.clone(),
+                instant,
+                zone,
+                post_request_id,
+                now,
+            ));
+        }
+        if request.validate_only {
+            return Ok(posts);
+        }
+        match self.storage.insert_all(&posts).await {
+            Ok(()) => {
+                for post in &posts {
+                    self.engine.arm(post.id, post.next_attempt_at);
+                    self.events.emit(EventKind::Scheduled, post.clone(), now);
+                }
+                Ok(posts)
+            }
+            Err(StorageError::DuplicateRequest) => {
+                let request_ids: Vec<String> =
+                    posts.iter().filter_map(|p| p.request_id.clone()).collect();
+                let mut existing = self
+                    .storage
+                    .find_by_request_ids(business_id.as_str(), &request_ids)
+                    .await?;
+                if existing.len() != posts.len() {
+                    return Err(SchedulerError::FailedPrecondition(
+                        "request_id was already used for a different bulk request".into(),
+                    ));
+                }
+                existing.sort_by_key(|post| {
+                    post.request_id
+                        .as_deref()
+                        .and_then(|id| id.rsplit('#').next())
+                        .and_then(|index| index.parse::<usize>().ok())
+                });
+                Ok(existing)
+            }
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    fn parse_payload(
+        &self,
+        field: &str,
+        payload: Option<serde_json::Value>,
+    ) -> Result<serde_json::Value, SchedulerError> {
+        let payload = payload.unwrap_or_else(|| serde_json::Value::Object(Default::default()));
+        let size = payload.to_string().len();
+        if size > self.limits.max_payload_bytes {
+            return Err(invalid(
+                field,
+                format!(
+                    "is {size} bytes as JSON; the limit is {} bytes",
+                    self.limits.max_payload_bytes
+                ),
+            ));
+        }
+        Ok(payload)
+    }
+
+    /// Accepts an instant not further back than the grace and not beyond the
+    /// furthest allowed date, truncated to microseconds.
+    fn check_instant(
+        &self,
+        field: &str,
+        instant: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<DateTime<Utc>, SchedulerError> {
+        let grace = chrono::Duration::from_std(self.limits.past_grace).unwrap_or_default();
+        if instant < now - grace {
+            return Err(invalid(
+                field,
+                format!(
+                    "{} is in the past (now is {})",
+                    instant.to_rfc3339(),
+                    now.to_rfc3339()
+                ),
+            ));
+        }
+        let max_ahead = chrono::Duration::from_std(self.limits.max_ahead)
+            .unwrap_or(chrono::Duration::days(3660));
+        if instant > now + max_ahead {
+            return Err(invalid(
+                field,
+                format!(
+                    "{} is too far ahead; posts can be scheduled at most {} days ahead",
+                    instant.to_rfc3339(),
+                    max_ahead.num_days()
+                ),
+            ));
+        }
+        Ok(truncate_to_micros(instant))
+    }
+
+    fn update_patch(
+        &self,
+        request: &UpdateRequest,
+        paths: &UpdatePaths,
+        current: &Post,
+        now: DateTime<Utc>,
+    ) -> Result<PostPatch, SchedulerError> {
+        let mut patch = PostPatch::default();
+        let zone = if paths.time_zone {
+            Some(parse_zone(&request.time_zone)?)
+        } else {
+            None
+        };
+        let instant = if paths.scheduled_for {
+            let instant = request
+                .scheduled_for
+                .ok_or_else(|| invalid("scheduled_for", "is in update_mask but not set"))?;
+            Some(self.check_instant("scheduled_for", instant, now)?)
+        } else if paths.local_time {
+            let zone = zone.unwrap_or(current.time_zone);
+            let instant =
+                resolve_wall_clock("local_time", &request.local_time, zone, request.dst_policy)?;
+            Some(self.check_instant("local_time", instant, now)?)
+        } else {
+            None
+        };
+        patch.time_zone = zone;
+        if let Some(instant) = instant {
+            patch.scheduled_for = Some(instant);
+            patch.next_attempt_at = Some(instant);
+            // A new instant is a fresh start for a post that was retrying.
+            if current.status == PostStatus::RetryScheduled {
+                patch.status = Some(PostStatus::Scheduled);
+                patch.attempts = Some(0);
+                patch.last_error = Some(None);
+            }
+        }
+        if paths.payload {
+            patch.payload = Some(self.parse_payload("payload", request.payload.clone())?);
+        }
+        if paths.platform {
+            patch.platform = Some(
+                Platform::parse("platform", &request.platform)?
+                    .as_str()
+                    .to_owned(),
+            );
+        }
+        Ok(patch)
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn new_post(
+    business_id: &ExternalId,
+    content_id: ExternalId,
+    platform: &Platform,
+    payload: serde_json::Value,
+    scheduled_for: DateTime<Utc>,
+    time_zone: TimeZone,
+    request_id: Option<String>,
+    now: DateTime<Utc>,
+) -> Post {
+    let now = truncate_to_micros(now);
+    Post {
+        id: PostId::new(),
+        business_id: business_id.as_str().to_owned(),
+        content_id: content_id.as_str().to_owned(),
+        platform: platform.as_str().to_owned(),
+        payload,
+        scheduled_for,
+        time_zone,
+        status: PostStatus::Scheduled,
+        attempts: 0,
+        last_error: None,
+        next_attempt_at: scheduled_for,
+        published_at: None,
+        external_id: None,
+        version: 1,
+        request_id,
+        create_time: now,
+        update_time: now,
+    }
+}
+
+/// Which fields an update changes.
+#[derive(Debug, Default)]
+struct UpdatePaths {
+    scheduled_for: bool,
+    local_time: bool,
+    time_zone: bool,
+    payload: bool,
+    platform: bool,
+}
+
+fn update_paths(request: &UpdateRequest) -> Result<UpdatePaths, SchedulerError> {
+    let mut paths = UpdatePaths::default();
+    if request.update_mask.is_empty() {
+        paths.scheduled_for = request.scheduled_for.is_some();
+        paths.local_time = !request.local_time.trim().is_empty();
+        paths.time_zone = !request.time_zone.trim().is_empty();
+        paths.payload = request.payload.is_some();
+        paths.platform = !request.platform.trim().is_empty();
+    } else {
+        for path in &request.update_mask {
+            match path.trim() {
+                "scheduled_for" => paths.scheduled_for = true,
+                "local_time" => paths.local_time = true,
+                "time_zone" => paths.time_zone = true,
+                "payload" => paths.payload = true,
+                "platform" => paths.platform = true,
+                other => {
+                    return Err(invalid(
+                        "update_mask",
+                        format!(
+                            "cannot update {other:?}; updatable fields are scheduled_for, local_time, time_zone, payload and platform"
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+    if paths.scheduled_for && paths.local_time {
+        return Err(invalid(
+            "update_mask",
+            "change either scheduled_for or local_time, not both",
+        ));
+    }
+    if paths.time_zone && !paths.scheduled_for && !paths.local_time {
+        return Err(invalid(
+            "time_zone",
+            "can only change together with local_time or scheduled_for",
+        ));
+    }
+    if !(paths.scheduled_for || paths.local_time || paths.payload || paths.platform) {
+        return Err(invalid("update_mask", "names no field to change"));
+    }
+    Ok(paths)
+}
+
+fn check_version(post: &Post, expected: Option<i64>) -> Result<(), SchedulerError> {
+    match expected {
+        Some(version) if version != post.version => Err(SchedulerError::Aborted(format!(
+            "post {} is at version {}, not {version}; read it again and retry",
+            post.id, post.version
+        ))),
+        _ => Ok(()),
+    }
+}
+
+fn parse_zone(name: &str) -> Result<TimeZone, SchedulerError> {
+    TimeZone::parse(name).map_err(|error| invalid("time_zone", error.to_string()))
+}
+
+fn parse_zone_or_utc(name: &str) -> Result<TimeZone, SchedulerError> {
+    if name.trim().is_empty() {
+        Ok(TimeZone::UTC)
+    } else {
+        parse_zone(name)
+    }
+}
+
+fn resolve_wall_clock(
+    field: &str,
+    local: &str,
+    zone: TimeZone,
+    policy: DstPolicy,
+) -> Result<DateTime<Utc>, SchedulerError> {
+    let local = parse_local_datetime(local).map_err(|error| invalid(field, error.to_string()))?;
+    resolve_local(zone, local, policy).map_err(|error| invalid(field, error.to_string()))
+}
+
+fn parse_optional_id(field: &str, input: &str) -> Result<Option<ExternalId>, SchedulerError> {
+    if input.trim().is_empty() {
+        Ok(None)
+    } else {
+        Ok(Some(ExternalId::parse(field, input)?))
+    }
+}
+
+fn non_empty(input: &str) -> Option<String> {
+    let trimmed = input.trim();
+    (!trimmed.is_empty()).then(|| trimmed.to_owned())
+}
+
+fn parse_recurrence(request: &BulkRequest) -> Result<Recurrence, SchedulerError> {
+    let pattern = match request.pattern {
+        None => {
+            return Err(invalid(
+                "recurrence.pattern",
+                "is required: DAILY, WEEKDAYS, WEEKLY or EVERY_N_HOURS",
+            ));
+        }
+        Some(PatternKind::Daily) => Pattern::Daily,
+        Some(PatternKind::Weekdays) => Pattern::Weekdays,
+        Some(PatternKind::Weekly) => Pattern::Weekly(request.weekdays.clone()),
+        Some(PatternKind::EveryNHours) => {
+            let hours = u32::try_from(request.interval_hours).map_err(|_| {
+                invalid(
+                    "recurrence.interval_hours",
+                    format!("must be between 1 and 168, got {}", request.interval_hours),
+                )
+            })?;
+            Pattern::EveryNHours(hours)
+        }
+    };
+    let start_date = parse_local_date(&request.start_date)
+        .map_err(|error| invalid("recurrence.start_date", error.to_string()))?;
+    let time_of_day = parse_time_of_day(&request.local_time)
+        .map_err(|error| invalid("recurrence.local_time", error.to_string()))?;
+    let zone = TimeZone::parse(&request.time_zone)
+        .map_err(|error| invalid("recurrence.time_zone", error.to_string()))?;
+    Recurrence::new(pattern, start_date, time_of_day, zone, request.dst_policy).map_err(|error| {
+        match error {
+            RecurrenceError::NoWeekdays => invalid("recurrence.weekdays", error.to_string()),
+            RecurrenceError::IntervalOutOfRange(_) => {
+                invalid("recurrence.interval_hours", error.to_string())
+            }
+            other => invalid("recurrence", other.to_string()),
+        }
+    })
+}
+
+/// The post's instant as wall-clock time in its zone.
+pub fn local_time_of(post: &Post) -> String {
+    format_local(post.scheduled_for, post.time_zone)
+}
+
+/// A short digest of the filters, carried in page tokens so that a token is
+/// refused when the filters change between pages.
+fn filter_fingerprint(filter: &ListFilter) -> String {
+    let mut hasher = Sha256::new();
+    let statuses: Vec<&str> = filter.statuses.iter().map(|s| s.as_str()).collect();
+    hasher.update(
+        format!(
+            "{:?}|{:?}|{:?}|{:?}|{:?}",
+            filter.business_id,
+            filter.from.map(|t| t.timestamp_micros()),
+            filter.to.map(|t| t.timestamp_micros()),
+            statuses,
+            filter.platform
+        )
+        .as_bytes(),
+    );
+    hex::encode(&hasher.finalize()[..8])
+}
+
+fn encode_page_token(last: &Post, fingerprint: &str) -> String {
+    let raw = format!(
+        "{}|{}|{}",
+        last.scheduled_for.timestamp_micros(),
+        last.id,
+        fingerprint
+    );
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
+}
+
+fn decode_page_token(token: &str, fingerprint: &str) -> Result<ListCursor, SchedulerError> {
+    let bad = || invalid("page_token", "is not a token returned by ListSchedules");
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(token)
+        .map_err(|_| bad())?;
+    let raw = String::from_utf8(raw).map_err(|_| bad())?;
+    let mut parts = raw.split('|');
+    let (Some(micros), Some(id), Some(token_fingerprint), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(bad());
+    };
+    if token_fingerprint != fingerprint {
+        return Err(invalid(
+            "page_token",
+            "was issued for different filters; keep the filters unchanged while paging",
+        ));
+    }
+    let scheduled_for_us = micros.parse().map_err(|_| bad())?;
+    let id = PostId::parse("page_token", id).map_err(|_| bad())?;
+    Ok(ListCursor {
+        scheduled_for_us,
+        id: id.to_string(),
+    })
+}

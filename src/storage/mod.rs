@@ -1,0 +1,600 @@
+//! Storage owns the database: connection pools, embedded migrations and every
+//! query. It is the only module that knows SQL or diesel.
+//!
+//! SQLite (the embedded default) and PostgreSQL share one table layout, so a
+//! query is written once and [`with_connection!`] runs it on whichever pool is
+//! configured. Every state change is a compare-and-set: an `UPDATE … WHERE
+//! id = ? AND version = ? AND status IN (…) RETURNING *` that either applies
+//! whole or matches no row.
+
+mod rows;
+mod schema;
+
+use std::path::Path;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use diesel::prelude::*;
+use diesel::result::{DatabaseErrorKind, Error as DieselError};
+use diesel_async::pooled_connection::deadpool::{Pool as DeadPool, PoolError};
+use diesel_async::pooled_connection::{AsyncDieselConnectionManager, ManagerConfig};
+use diesel_async::sync_connection_wrapper::SyncConnectionWrapper;
+use diesel_async::{
+    AsyncConnection, AsyncMigrationHarness, AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection,
+};
+use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
+use futures::FutureExt;
+
+use crate::domain::time::TimeZone;
+use crate::domain::{Post, PostId, PostStatus};
+use rows::{PostRow, micros};
+use schema::posts;
+
+const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
+const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
+
+/// Rows per INSERT statement: keeps a bulk insert under both backends' limits
+/// on bound parameters (17 columns × 1,000 rows).
+const INSERT_CHUNK_ROWS: usize = 1_000;
+
+type SqliteConnection = SyncConnectionWrapper<diesel::SqliteConnection>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    /// The database cannot be reached or the pool is exhausted; worth a retry.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    /// A request id was already used for this business.
+    #[error("request id already used")]
+    DuplicateRequest,
+    #[error("database query failed: {0}")]
+    Query(DieselError),
+    #[error("stored post {id} is unreadable: {reason}")]
+    Corrupt { id: String, reason: String },
+    #[error("database migrations failed: {0}")]
+    Migration(String),
+    #[error("invalid database url {url:?}: {reason}")]
+    InvalidUrl { url: String, reason: String },
+}
+
+impl From<DieselError> for StorageError {
+    fn from(error: DieselError) -> Self {
+        match error {
+            DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _) => {
+                StorageError::DuplicateRequest
+            }
+            DieselError::DatabaseError(DatabaseErrorKind::ClosedConnection, info) => {
+                StorageError::Unavailable(info.message().to_owned())
+            }
+            // SQLite reports a lock held past busy_timeout as a plain error.
+            DieselError::DatabaseError(_, ref info) if info.message().contains("locked") => {
+                StorageError::Unavailable(info.message().to_owned())
+            }
+            other => StorageError::Query(other),
+        }
+    }
+}
+
+impl From<PoolError> for StorageError {
+    fn from(error: PoolError) -> Self {
+        StorageError::Unavailable(error.to_string())
+    }
+}
+
+/// Which database a URL names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DatabaseLocation {
+    /// A SQLite file.
+    Sqlite(String),
+    /// A PostgreSQL connection URL.
+    Postgres(String),
+}
+
+impl DatabaseLocation {
+    /// `postgres://…` or `postgresql://…` is PostgreSQL; `sqlite://path`,
+    /// `sqlite:path` or a bare path is a SQLite file.
+    pub fn parse(url: &str) -> Result<Self, StorageError> {
+        let url = url.trim();
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            return Ok(Self::Postgres(url.to_owned()));
+        }
+        let path = url
+            .strip_prefix("sqlite://")
+            .or_else(|| url.strip_prefix("sqlite:"))
+            .unwrap_or(url);
+        if path.is_empty() || path == ":memory:" {
+            return Err(StorageError::InvalidUrl {
+                url: url.to_owned(),
+                reason: "expected sqlite://<file path> or postgres://…".into(),
+            });
+        }
+        Ok(Self::Sqlite(path.to_owned()))
+    }
+}
+
+#[derive(Clone)]
+enum Pool {
+    Sqlite(DeadPool<SqliteConnection>),
+    Postgres(DeadPool<AsyncPgConnection>),
+}
+
+/// Runs the same diesel-async code on whichever backend is configured. The
+/// body is compiled once per backend; `$conn` is a `&mut` connection.
+macro_rules! with_connection {
+    ($storage:expr, |$conn:ident| $body:expr) => {
+        match &$storage.pool {
+            Pool::Sqlite(pool) => {
+                let mut pooled = pool.get().await?;
+                let $conn: &mut SqliteConnection = &mut pooled;
+                $body
+            }
+            Pool::Postgres(pool) => {
+                let mut pooled = pool.get().await?;
+                let $conn: &mut AsyncPgConnection = &mut pooled;
+                $body
+            }
+        }
+    };
+}
+
+/// Filters of a listing, already validated.
+#[derive(Debug, Clone, Default)]
+pub struct ListFilter {
+    pub business_id: Option<String>,
+    pub from: Option<DateTime<Utc>>,
+    pub to: Option<DateTime<Utc>>,
+    pub statuses: Vec<PostStatus>,
+    pub platform: Option<String>,
+}
+
+/// Where the previous page ended: listings are ordered by
+/// `(scheduled_for, id)`, so a page continues strictly after this pair and
+/// rows inserted meanwhile neither repeat nor shift the pages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListCursor {
+    pub scheduled_for_us: i64,
+    pub id: String,
+}
+
+/// What must still hold for a compare-and-set to apply.
+#[derive(Debug, Clone)]
+pub struct Expectation<'a> {
+    pub id: PostId,
+    /// The version the change was computed from; `None` for changes that only
+    /// depend on the status (a claim, a cancel racing nothing).
+    pub version: Option<i64>,
+    pub statuses: &'a [PostStatus],
+    /// Only if the post's next attempt is due at or before this instant: a
+    /// stale timer can never publish a post whose instant moved later.
+    pub due_by: Option<DateTime<Utc>>,
+}
+
+/// The fields a compare-and-set changes; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default)]
+pub struct PostPatch {
+    pub platform: Option<String>,
+    pub payload: Option<serde_json::Value>,
+    pub scheduled_for: Option<DateTime<Utc>>,
+    pub time_zone: Option<TimeZone>,
+    pub status: Option<PostStatus>,
+    pub attempts: Option<u32>,
+    pub last_error: Option<Option<String>>,
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    pub published_at: Option<Option<DateTime<Utc>>>,
+    pub external_id: Option<Option<String>>,
+}
+
+/// A pending post's id and next attempt instant: all the engine needs to arm
+/// a timer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DueEntry {
+    pub id: PostId,
+    pub due: DateTime<Utc>,
+}
+
+/// Pool sizing and timeouts.
+#[derive(Debug, Clone)]
+pub struct StorageOptions {
+    pub max_connections: usize,
+    /// How long a caller waits for a free connection before `UNAVAILABLE`.
+    pub acquire_timeout: Duration,
+}
+
+impl Default for StorageOptions {
+    fn default() -> Self {
+        Self {
+            max_connections: 8,
+            acquire_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// The handle every other module uses. Cheap to clone.
+#[derive(Clone)]
+pub struct Storage {
+    pool: Pool,
+}
+
+impl Storage {
+    /// Connects, and runs the embedded migrations of the backend.
+    pub async fn connect(url: &str, options: &StorageOptions) -> Result<Self, StorageError> {
+        let pool = match DatabaseLocation::parse(url)? {
+            DatabaseLocation::Sqlite(path) => Pool::Sqlite(sqlite_pool(&path, options)?),
+            DatabaseLocation::Postgres(url) => {
+                let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new(url);
+                Pool::Postgres(build_pool(manager, options)?)
+            }
+        };
+        let storage = Self { pool };
+        storage.run_migrations().await?;
+        Ok(storage)
+    }
+
+    pub fn backend_name(&self) -> &'static str {
+        match self.pool {
+            Pool::Sqlite(_) => "sqlite",
+            Pool::Postgres(_) => "postgres",
+        }
+    }
+
+    async fn run_migrations(&self) -> Result<(), StorageError> {
+        // The harness blocks in place; it needs the multi-thread runtime.
+        match &self.pool {
+            Pool::Sqlite(pool) => {
+                let mut harness = AsyncMigrationHarness::new(pool.get().await?);
+                harness
+                    .run_pending_migrations(SQLITE_MIGRATIONS)
+                    .map_err(|error| StorageError::Migration(error.to_string()))?;
+            }
+            Pool::Postgres(pool) => {
+                let mut harness = AsyncMigrationHarness::new(pool.get().await?);
+                harness
+                    .run_pending_migrations(POSTGRES_MIGRATIONS)
+                    .map_err(|error| StorageError::Migration(error.to_string()))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A cheap round trip, for health checks.
+    pub async fn ping(&self) -> Result<(), StorageError> {
+        with_connection!(self, |conn| {
+            conn.batch_execute("SELECT 1").await?;
+        });
+        Ok(())
+    }
+
+    /// Inserts one post. A `request_id` already used by the business gives
+    /// [`StorageError::DuplicateRequest`] and inserts nothing.
+    pub async fn insert(&self, post: &Post) -> Result<(), StorageError> {
+        let row = PostRow::from_post(post);
+        with_connection!(self, |conn| {
+            diesel::insert_into(posts::table)
+                .values(&row)
+                .execute(conn)
+                .await?;
+        });
+        Ok(())
+    }
+
+    /// Inserts all posts or none, in one transaction.
+    pub async fn insert_all(&self, new_posts: &[Post]) -> Result<(), StorageError> {
+        let rows: Vec<PostRow> = new_posts.iter().map(PostRow::from_post).collect();
+        match &self.pool {
+            Pool::Sqlite(pool) => {
+                // diesel-async cannot batch-insert into SQLite; the synchronous
+                // connection can, on a blocking thread, in one write transaction.
+                let mut conn = pool.get().await?;
+                conn.spawn_blocking(move |conn| {
+                    conn.immediate_transaction(|conn| {
+                        diesel::RunQueryDsl::execute(
+                            diesel::insert_into(posts::table).values(&rows),
+                            conn,
+                        )
+                    })
+                })
+                .await?;
+            }
+            Pool::Postgres(pool) => {
+                let mut conn = pool.get().await?;
+                conn.transaction(async |conn| {
+                    for chunk in rows.chunks(INSERT_CHUNK_ROWS) {
+                        diesel::insert_into(posts::table)
+                            .values(chunk)
+                            .execute(conn)
+                            .await?;
+                    }
+                    Ok::<_, StorageError>(())
+                })
+                .await?;
+            }
+        }
+        Ok(())
+    }
+
+    pub async fn get(&self, id: PostId) -> Result<Option<Post>, StorageError> {
+        let id = id.to_string();
+        let row: Option<PostRow> = with_connection!(self, |conn| {
+            posts::table
+                .find(&id)
+                .select(PostRow::as_select())
+                .first(conn)
+                .await
+                .optional()?
+        });
+        row.map(PostRow::into_post).transpose()
+    }
+
+    /// Posts of a business created with one of these request ids.
+    pub async fn find_by_request_ids(
+        &self,
+        business_id: &str,
+        request_ids: &[String],
+    ) -> Result<Vec<Post>, StorageError> {
+        let mut found = Vec::with_capacity(request_ids.len());
+        for chunk in request_ids.chunks(INSERT_CHUNK_ROWS) {
+            let rows: Vec<PostRow> = with_connection!(self, |conn| {
+                posts::table
+                    .filter(posts::business_id.eq(business_id))
+                    .filter(posts::request_id.eq_any(chunk))
+                    .select(PostRow::as_select())
+                    .load(conn)
+                    .await?
+            });
+            for row in rows {
+                found.push(row.into_post()?);
+            }
+        }
+        Ok(found)
+    }
+
+    /// One page of posts in `(scheduled_for, id)` order.
+    pub async fn list(
+        &self,
+        filter: &ListFilter,
+        after: Option<&ListCursor>,
+        limit: i64,
+    ) -> Result<Vec<Post>, StorageError> {
+        let statuses: Vec<&str> = filter.statuses.iter().map(|s| s.as_str()).collect();
+        let rows: Vec<PostRow> = with_connection!(self, |conn| {
+            let mut query = posts::table.select(PostRow::as_select()).into_boxed();
+            if let Some(business_id) = &filter.business_id {
+                query = query.filter(posts::business_id.eq(business_id));
+            }
+            if let Some(from) = filter.from {
+                query = query.filter(posts::scheduled_for_us.ge(micros(from)));
+            }
+            if let Some(to) = filter.to {
+                query = query.filter(posts::scheduled_for_us.lt(micros(to)));
+            }
+            if !statuses.is_empty() {
+                query = query.filter(posts::status.eq_any(&statuses));
+            }
+            if let Some(platform) = &filter.platform {
+                query = query.filter(posts::platform.eq(platform));
+            }
+            if let Some(cursor) = after {
+                query = query.filter(
+                    posts::scheduled_for_us
+                        .gt(cursor.scheduled_for_us)
+                        .or(posts::scheduled_for_us
+                            .eq(cursor.scheduled_for_us)
+                            .and(posts::id.gt(&cursor.id))),
+                );
+            }
+            query
+                .order((posts::scheduled_for_us.asc(), posts::id.asc()))
+                .limit(limit)
+                .load(conn)
+                .await?
+        });
+        rows.into_iter().map(PostRow::into_post).collect()
+    }
+
+    /// Applies `patch` if the post still matches `expected`, bumping its
+    /// version; `None` when it did not match (changed, wrong status, not due,
+    /// or gone).
+    pub async fn compare_and_set(
+        &self,
+        expected: &Expectation<'_>,
+        patch: &PostPatch,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Post>, StorageError> {
+        let id = expected.id.to_string();
+        let statuses: Vec<&str> = expected.statuses.iter().map(|s| s.as_str()).collect();
+        let changes = rows::PostChanges::from_patch(patch, now);
+        // Absent conditions become always-true comparisons so that one
+        // statement shape serves every call.
+        let version = expected.version;
+        let due_by_us = expected.due_by.map(micros).unwrap_or(i64::MAX);
+        let row: Option<PostRow> = with_connection!(self, |conn| {
+            let statement = diesel::update(posts::table)
+                .filter(posts::id.eq(&id))
+                .filter(posts::status.eq_any(&statuses))
+                .filter(posts::next_attempt_at_us.le(due_by_us));
+            match version {
+                Some(version) => {
+                    statement
+                        .filter(posts::version.eq(version))
+                        .set((&changes, posts::version.eq(posts::version + 1)))
+                        .returning(PostRow::as_returning())
+                        .get_result(conn)
+                        .await
+                }
+                None => {
+                    statement
+                        .set((&changes, posts::version.eq(posts::version + 1)))
+                        .returning(PostRow::as_returning())
+                        .get_result(conn)
+                        .await
+                }
+            }
+            .optional()?
+        });
+        row.map(PostRow::into_post).transpose()
+    }
+
+    /// Pending posts whose next attempt is in `[from, until)`, in due order,
+    /// continuing after `after`: what the engine arms timers for.
+    pub async fn pending_due_in(
+        &self,
+        from: Option<DateTime<Utc>>,
+        until: DateTime<Utc>,
+        after: Option<DueEntry>,
+        limit: i64,
+    ) -> Result<Vec<DueEntry>, StorageError> {
+        let pending: Vec<&str> = PostStatus::PENDING.iter().map(|s| s.as_str()).collect();
+        let from = from.map(micros).unwrap_or(i64::MIN);
+        let until = micros(until);
+        let after = after.map(|entry| (micros(entry.due), entry.id.to_string()));
+        let rows: Vec<(String, i64)> = with_connection!(self, |conn| {
+            let mut query = posts::table
+                .filter(posts::status.eq_any(&pending))
+                .filter(posts::next_attempt_at_us.ge(from))
+                .filter(posts::next_attempt_at_us.lt(until))
+                .select((posts::id, posts::next_attempt_at_us))
+                .into_boxed();
+            if let Some((due_us, id)) = &after {
+                query = query.filter(
+                    posts::next_attempt_at_us
+                        .gt(*due_us)
+                        .or(posts::next_attempt_at_us.eq(*due_us).and(posts::id.gt(id))),
+                );
+            }
+            query
+                .order((posts::next_attempt_at_us.asc(), posts::id.asc()))
+                .limit(limit)
+                .load(conn)
+                .await?
+        });
+        rows.into_iter()
+            .map(|(id, due_us)| {
+                let post_id = PostId::parse("id", &id).map_err(|error| StorageError::Corrupt {
+                    id: id.clone(),
+                    reason: error.to_string(),
+                })?;
+                let due = rows::from_micros(&id, due_us)?;
+                Ok(DueEntry { id: post_id, due })
+            })
+            .collect()
+    }
+
+    /// Claims a due post for an attempt: `PUBLISHING`, one more attempt, new
+    /// version. `None` when it is no longer pending or not due by `now`
+    /// (edited, cancelled, or claimed already), so a post is never published
+    /// early and never twice by this node.
+    pub async fn claim(
+        &self,
+        id: PostId,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Post>, StorageError> {
+        let id = id.to_string();
+        let now_us = micros(now);
+        let pending: Vec<&str> = PostStatus::PENDING.iter().map(|s| s.as_str()).collect();
+        let row: Option<PostRow> = with_connection!(self, |conn| {
+            diesel::update(posts::table)
+                .filter(posts::id.eq(&id))
+                .filter(posts::status.eq_any(&pending))
+                .filter(posts::next_attempt_at_us.le(now_us))
+                .set((
+                    posts::status.eq(PostStatus::Publishing.as_str()),
+                    posts::attempts.eq(posts::attempts + 1),
+                    posts::version.eq(posts::version + 1),
+                    posts::update_time_us.eq(now_us),
+                ))
+                .returning(PostRow::as_returning())
+                .get_result(conn)
+                .await
+                .optional()?
+        });
+        row.map(PostRow::into_post).transpose()
+    }
+
+    /// Posts left `PUBLISHING` by a process that stopped mid-attempt go back
+    /// to pending at their old instant; the interrupted attempt is not
+    /// counted, and the post keeps its id and so its idempotency key.
+    pub async fn recover_interrupted(&self, now: DateTime<Utc>) -> Result<Vec<Post>, StorageError> {
+        let now_us = micros(now);
+        let message = "previous attempt was interrupted by a restart";
+        let rows: Vec<PostRow> = with_connection!(self, |conn| {
+            let mut recovered: Vec<PostRow> = diesel::update(posts::table)
+                .filter(posts::status.eq(PostStatus::Publishing.as_str()))
+                .filter(posts::attempts.le(1))
+                .set((
+                    posts::status.eq(PostStatus::Scheduled.as_str()),
+                    posts::attempts.eq(0),
+                    posts::version.eq(posts::version + 1),
+                    posts::update_time_us.eq(now_us),
+                ))
+                .returning(PostRow::as_returning())
+                .get_results(conn)
+                .await?;
+            let retried: Vec<PostRow> = diesel::update(posts::table)
+                .filter(posts::status.eq(PostStatus::Publishing.as_str()))
+                .set((
+                    posts::status.eq(PostStatus::RetryScheduled.as_str()),
+                    posts::attempts.eq(posts::attempts - 1),
+                    posts::last_error.eq(message),
+                    posts::version.eq(posts::version + 1),
+                    posts::update_time_us.eq(now_us),
+                ))
+                .returning(PostRow::as_returning())
+                .get_results(conn)
+                .await?;
+            recovered.extend(retried);
+            recovered
+        });
+        rows.into_iter().map(PostRow::into_post).collect()
+    }
+}
+
+fn build_pool<C>(
+    manager: AsyncDieselConnectionManager<C>,
+    options: &StorageOptions,
+) -> Result<DeadPool<C>, StorageError>
+where
+    AsyncDieselConnectionManager<C>: deadpool::managed::Manager,
+{
+    DeadPool::builder(manager)
+        .max_size(options.max_connections.max(1))
+        .wait_timeout(Some(options.acquire_timeout))
+        .create_timeout(Some(options.acquire_timeout))
+        .runtime(deadpool::Runtime::Tokio1)
+        .build()
+        .map_err(|error| StorageError::Unavailable(error.to_string()))
+}
+
+fn sqlite_pool(
+    path: &str,
+    options: &StorageOptions,
+) -> Result<DeadPool<SqliteConnection>, StorageError> {
+    if let Some(parent) = Path::new(path)
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+    {
+        std::fs::create_dir_all(parent).map_err(|error| StorageError::InvalidUrl {
+            url: path.to_owned(),
+            reason: format!("cannot create {}: {error}", parent.display()),
+        })?;
+    }
+    let mut config = ManagerConfig::<SqliteConnection>::default();
+    config.custom_setup = Box::new(|url| {
+        let url = url.to_owned();
+        async move {
+            let mut conn = SqliteConnection::establish(&url).await?;
+            // WAL lets readers run beside the writer; busy_timeout makes a
+            // writer wait for the lock instead of failing at once;
+            // synchronous=NORMAL is durable across process crashes in WAL mode.
+            conn.batch_execute(
+                "PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 5000; \
+                 PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;",
+            )
+            .await
+            .map_err(diesel::ConnectionError::CouldntSetupConfiguration)?;
+            Ok(conn)
+        }
+        .boxed()
+    });
+    let manager = AsyncDieselConnectionManager::new_with_config(path, config);
+    build_pool(manager, options)
+}

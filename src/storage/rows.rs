@@ -1,0 +1,138 @@
+//! Database rows and their conversion to and from domain posts.
+
+use chrono::{DateTime, Utc};
+use diesel::prelude::*;
+
+use super::StorageError;
+use super::schema::posts;
+use crate::domain::time::TimeZone;
+use crate::domain::{Post, PostId, PostStatus};
+
+pub(super) fn micros(instant: DateTime<Utc>) -> i64 {
+    instant.timestamp_micros()
+}
+
+pub(super) fn from_micros(id: &str, value: i64) -> Result<DateTime<Utc>, StorageError> {
+    DateTime::from_timestamp_micros(value).ok_or_else(|| StorageError::Corrupt {
+        id: id.to_owned(),
+        reason: format!("instant {value} µs is out of range"),
+    })
+}
+
+// `None` is inserted as NULL rather than DEFAULT, which lets SQLite take
+// many rows in one INSERT.
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = posts, treat_none_as_default_value = false)]
+pub(super) struct PostRow {
+    id: String,
+    business_id: String,
+    content_id: String,
+    platform: String,
+    payload: String,
+    scheduled_for_us: i64,
+    time_zone: String,
+    status: String,
+    attempts: i32,
+    last_error: Option<String>,
+    next_attempt_at_us: i64,
+    published_at_us: Option<i64>,
+    external_id: Option<String>,
+    version: i64,
+    request_id: Option<String>,
+    create_time_us: i64,
+    update_time_us: i64,
+}
+
+impl PostRow {
+    pub(super) fn from_post(post: &Post) -> Self {
+        Self {
+            id: post.id.to_string(),
+            business_id: post.business_id.clone(),
+            content_id: post.content_id.clone(),
+            platform: post.platform.clone(),
+            payload: post.payload.to_string(),
+            scheduled_for_us: micros(post.scheduled_for),
+            time_zone: post.time_zone.name().to_owned(),
+            status: post.status.as_str().to_owned(),
+            attempts: i32::try_from(post.attempts).unwrap_or(i32::MAX),
+            last_error: post.last_error.clone(),
+            next_attempt_at_us: micros(post.next_attempt_at),
+            published_at_us: post.published_at.map(micros),
+            external_id: post.external_id.clone(),
+            version: post.version,
+            request_id: post.request_id.clone(),
+            create_time_us: micros(post.create_time),
+            update_time_us: micros(post.update_time),
+        }
+    }
+
+    pub(super) fn into_post(self) -> Result<Post, StorageError> {
+        let corrupt = |reason: String| StorageError::Corrupt {
+            id: self.id.clone(),
+            reason,
+        };
+        let id = PostId::parse("id", &self.id).map_err(|e| corrupt(e.to_string()))?;
+        let payload = serde_json::from_str(&self.payload).map_err(|e| corrupt(e.to_string()))?;
+        let time_zone = TimeZone::parse(&self.time_zone).map_err(|e| corrupt(e.to_string()))?;
+        let status: PostStatus = self.status.parse().map_err(corrupt)?;
+        Ok(Post {
+            id,
+            payload,
+            time_zone,
+            status,
+            scheduled_for: from_micros(&self.id, self.scheduled_for_us)?,
+            next_attempt_at: from_micros(&self.id, self.next_attempt_at_us)?,
+            published_at: self
+                .published_at_us
+                .map(|us| from_micros(&self.id, us))
+                .transpose()?,
+            create_time: from_micros(&self.id, self.create_time_us)?,
+            update_time: from_micros(&self.id, self.update_time_us)?,
+            attempts: u32::try_from(self.attempts).unwrap_or(0),
+            business_id: self.business_id,
+            content_id: self.content_id,
+            platform: self.platform,
+            last_error: self.last_error,
+            external_id: self.external_id,
+            version: self.version,
+            request_id: self.request_id,
+        })
+    }
+}
+
+/// The SET clause of a compare-and-set; `None` fields are left out.
+#[derive(Debug, AsChangeset)]
+#[diesel(table_name = posts)]
+pub(super) struct PostChanges {
+    platform: Option<String>,
+    payload: Option<String>,
+    scheduled_for_us: Option<i64>,
+    time_zone: Option<String>,
+    status: Option<String>,
+    attempts: Option<i32>,
+    last_error: Option<Option<String>>,
+    next_attempt_at_us: Option<i64>,
+    published_at_us: Option<Option<i64>>,
+    external_id: Option<Option<String>>,
+    update_time_us: i64,
+}
+
+impl PostChanges {
+    pub(super) fn from_patch(patch: &super::PostPatch, now: DateTime<Utc>) -> Self {
+        Self {
+            platform: patch.platform.clone(),
+            payload: patch.payload.as_ref().map(|value| value.to_string()),
+            scheduled_for_us: patch.scheduled_for.map(micros),
+            time_zone: patch.time_zone.map(|zone| zone.name().to_owned()),
+            status: patch.status.map(|status| status.as_str().to_owned()),
+            attempts: patch
+                .attempts
+                .map(|attempts| i32::try_from(attempts).unwrap_or(i32::MAX)),
+            last_error: patch.last_error.clone(),
+            next_attempt_at_us: patch.next_attempt_at.map(micros),
+            published_at_us: patch.published_at.map(|at| at.map(micros)),
+            external_id: patch.external_id.clone(),
+            update_time_us: micros(now),
+        }
+    }
+}

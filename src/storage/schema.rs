@@ -1,0 +1,25 @@
+//! The one table layout shared by both backends. Instants are BIGINT
+//! microseconds since the Unix epoch (UTC): the precision PostgreSQL keeps,
+//! ordered and compared the same way on SQLite.
+
+diesel::table! {
+    posts (id) {
+        id -> Text,
+        business_id -> Text,
+        content_id -> Text,
+        platform -> Text,
+        payload -> Text,
+        scheduled_for_us -> BigInt,
+        time_zone -> Text,
+        status -> Text,
+        attempts -> Integer,
+        last_error -> Nullable<Text>,
+        next_attempt_at_us -> BigInt,
+        published_at_us -> Nullable<BigInt>,
+        external_id -> Nullable<Text>,
+        version -> BigInt,
+        request_id -> Nullable<Text>,
+        create_time_us -> BigInt,
+        update_time_us -> BigInt,
+    }
+}

@@ -1,0 +1,979 @@
+//! Punctual end to end: the real server, a real database and a real HTTP
+//! receiver. Runs on SQLite by default and on PostgreSQL when
+//! `PUNCTUAL_TEST_DATABASE_URL=postgres://…` is set.
+
+mod helpers;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use tonic::Code;
+
+use helpers::*;
+use pb::scheduled_post::Status;
+use punctual::clock::{Clock, OffsetClock};
+use punctual::publisher::HttpPublisher;
+
+const WAIT: Duration = Duration::from_secs(20);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_post_reaches_the_publisher_at_its_instant_exactly_once() {
+    let app = spawn_app().await;
+    let due = in_millis(1_000);
+    let mut request = post_at("biz-1", due);
+    request.payload = Some(prost_types::Struct {
+        fields: [(
+            "text".to_owned(),
+            prost_types::Value {
+                kind: Some(prost_types::value::Kind::StringValue("hello".into())),
+            },
+        )]
+        .into(),
+    });
+    let post = app.create(request).await;
+    assert_eq!(post.status, Status::Scheduled as i32);
+    let scheduled_for = instant(&post.scheduled_for);
+
+    let received = app.receiver.wait_for(1, WAIT).await;
+    let published = app.wait_for_status(&post.id, Status::Published).await;
+    // Give a duplicate every chance to show up.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(app.receiver.received().len(), 1, "published exactly once");
+
+    let request = &received[0];
+    assert!(
+        request.at >= scheduled_for,
+        "received {} before its instant {}",
+        request.at,
+        scheduled_for
+    );
+    assert_eq!(request.header("idempotency-key"), post.id);
+    assert_eq!(request.header("x-punctual-attempt"), "1");
+    assert_eq!(request.body["business_id"], "biz-1");
+    assert_eq!(request.body["platform"], "instagram");
+    assert_eq!(request.body["payload"]["text"], "hello");
+    assert_eq!(request.body["attempt"], 1);
+    let sent_instant: chrono::DateTime<Utc> = request.body["scheduled_for"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(
+        sent_instant, scheduled_for,
+        "full precision instant in the body"
+    );
+    let timestamp: i64 = request.header("x-punctual-timestamp").parse().unwrap();
+    assert_eq!(
+        request.header("x-punctual-signature"),
+        HttpPublisher::sign(SECRET.as_bytes(), timestamp, &request.raw_body)
+    );
+
+    assert_eq!(published.attempts, 1);
+    assert_eq!(published.external_id, format!("ext-{}", post.id));
+    assert!(published.published_at.is_some());
+    assert!(published.version > post.version);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rescheduling_moves_the_timer_later_and_earlier() {
+    let app = spawn_app().await;
+    let later = app.create(post_at("biz", in_millis(800))).await;
+    let earlier = app.create(post_at("biz", in_millis(60_000))).await;
+
+    let new_later = in_millis(2_500);
+    let updated = app
+        .client
+        .clone()
+        .update_schedule(pb::UpdateScheduleRequest {
+            id: later.id.clone(),
+            scheduled_for: Some(timestamp(new_later)),
+            update_mask: Some(prost_types::FieldMask {
+                paths: vec!["scheduled_for".into()],
+            }),
+            expected_version: Some(later.version),
+            ..Default::default()
+        })
+        .await
+        .expect("update")
+        .into_inner();
+    assert_eq!(updated.version, later.version + 1);
+    let new_earlier = in_millis(1_200);
+    app.client
+        .clone()
+        .update_schedule(pb::UpdateScheduleRequest {
+            id: earlier.id.clone(),
+            scheduled_for: Some(timestamp(new_earlier)),
+            ..Default::default()
+        })
+        .await
+        .expect("update without a mask");
+
+    let received = app.receiver.wait_for(2, WAIT).await;
+    let by_id = |id: &str| {
+        received
+            .iter()
+            .find(|r| r.post_id() == id)
+            .cloned()
+            .unwrap()
+    };
+    assert!(
+        by_id(&later.id).at >= instant(&updated.scheduled_for),
+        "fired at the old instant"
+    );
+    assert!(by_id(&earlier.id).at >= new_earlier);
+    assert!(by_id(&earlier.id).at < new_earlier + chrono::Duration::seconds(10));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(app.receiver.received().len(), 2);
+
+    // A stale version is refused, an edit after publishing too.
+    let stale = app
+        .client
+        .clone()
+        .update_schedule(pb::UpdateScheduleRequest {
+            id: later.id.clone(),
+            platform: "x".into(),
+            expected_version: Some(later.version),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(stale.code(), Code::Aborted, "{stale:?}");
+    app.wait_for_status(&later.id, Status::Published).await;
+    let published = app
+        .client
+        .clone()
+        .update_schedule(pb::UpdateScheduleRequest {
+            id: later.id.clone(),
+            platform: "x".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(published.code(), Code::FailedPrecondition, "{published:?}");
+    let cancel = app
+        .client
+        .clone()
+        .cancel_schedule(pb::CancelScheduleRequest {
+            id: later.id.clone(),
+            expected_version: None,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(cancel.code(), Code::FailedPrecondition);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_post_is_never_published() {
+    let app = spawn_app().await;
+    let post = app.create(post_at("biz", in_millis(700))).await;
+    let kept = app.create(post_at("biz", in_millis(1_400))).await;
+    let mut client = app.client.clone();
+    let cancelled = client
+        .cancel_schedule(pb::CancelScheduleRequest {
+            id: post.id.clone(),
+            expected_version: Some(post.version),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(cancelled.status, Status::Cancelled as i32);
+    let again = client
+        .cancel_schedule(pb::CancelScheduleRequest {
+            id: post.id.clone(),
+            expected_version: Some(post.version),
+        })
+        .await
+        .expect("cancelling twice is harmless")
+        .into_inner();
+    assert_eq!(again.version, cancelled.version);
+
+    // The other post fires after the cancelled one's instant: by then the
+    // cancelled one would have been published.
+    let received = app.receiver.wait_for(1, WAIT).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(app.receiver.received().len(), 1);
+    assert_eq!(received[0].post_id(), kept.id);
+    assert_eq!(app.get(&post.id).await.status, Status::Cancelled as i32);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_pages_stay_correct_while_posts_are_added() {
+    let app = spawn_app().await;
+    let base = Utc::now() + chrono::Duration::hours(2);
+    let mut created = Vec::new();
+    for i in 0..25 {
+        let mut request = post_at("lister", base + chrono::Duration::minutes(i));
+        if i % 5 == 0 {
+            request.platform = "linkedin".into();
+        }
+        created.push(app.create(request).await.id);
+    }
+    app.create(post_at("someone-else", base)).await;
+
+    let mut seen = Vec::new();
+    let mut token = String::new();
+    let mut pages = 0;
+    loop {
+        let page = app
+            .client
+            .clone()
+            .list_schedules(pb::ListSchedulesRequest {
+                business_id: "lister".into(),
+                page_size: 10,
+                page_token: token.clone(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        pages += 1;
+        seen.extend(page.schedules.iter().map(|p| p.id.clone()));
+        // Rows added before and after the cursor while paging.
+        app.create(post_at("lister", base - chrono::Duration::minutes(pages)))
+            .await;
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    let originals: Vec<_> = seen
+        .iter()
+        .filter(|id| created.contains(id))
+        .cloned()
+        .collect();
+    assert_eq!(
+        originals, created,
+        "every original post once, in instant order"
+    );
+    let mut unique = seen.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), seen.len(), "no post twice");
+
+    let filtered = app
+        .client
+        .clone()
+        .list_schedules(pb::ListSchedulesRequest {
+            business_id: "lister".into(),
+            platform: "linkedin".into(),
+            from_time: Some(timestamp(base)),
+            to_time: Some(timestamp(base + chrono::Duration::minutes(12))),
+            statuses: vec![Status::Scheduled as i32],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let ids: Vec<_> = filtered.schedules.iter().map(|p| p.id.clone()).collect();
+    assert_eq!(
+        ids,
+        vec![created[0].clone(), created[5].clone(), created[10].clone()]
+    );
+
+    let bad_token = app
+        .client
+        .clone()
+        .list_schedules(pb::ListSchedulesRequest {
+            page_token: "garbage".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(bad_token.code(), Code::InvalidArgument);
+    assert!(bad_token.message().contains("page_token"));
+    app.stop().await;
+}
+
+fn bulk(
+    pattern: pb::recurrence::Pattern,
+    start_date: &str,
+    local_time: &str,
+    zone: &str,
+    count: usize,
+) -> pb::BulkScheduleRequest {
+    pb::BulkScheduleRequest {
+        business_id: "bulk-biz".into(),
+        platform: "facebook".into(),
+        content_ids: (0..count).map(|i| format!("c{i}")).collect(),
+        recurrence: Some(pb::Recurrence {
+            pattern: pattern as i32,
+            start_date: start_date.into(),
+            local_time: local_time.into(),
+            time_zone: zone.into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+async fn count_posts(app: &TestApp, business: &str) -> usize {
+    app.client
+        .clone()
+        .list_schedules(pb::ListSchedulesRequest {
+            business_id: business.into(),
+            page_size: 1000,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .schedules
+        .len()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bulk_scheduling_keeps_wall_clock_time_across_dst_and_is_atomic() {
+    use pb::recurrence::Pattern;
+    let app = spawn_app().await;
+    let mut client = app.client.clone();
+
+    // Europe/Paris springs forward on 2027-03-28: 09:00 stays 09:00 local.
+    let response = client
+        .bulk_schedule(bulk(
+            Pattern::Daily,
+            "2027-03-26",
+            "09:00",
+            "Europe/Paris",
+            4,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(response.schedules.len(), 4);
+    let hours: Vec<_> = response
+        .schedules
+        .iter()
+        .map(|p| {
+            (
+                p.local_time.clone(),
+                instant(&p.scheduled_for).format("%H:%M").to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        hours,
+        vec![
+            ("2027-03-26T09:00:00".into(), "08:00".into()),
+            ("2027-03-27T09:00:00".into(), "08:00".into()),
+            ("2027-03-28T09:00:00".into(), "07:00".into()),
+            ("2027-03-29T09:00:00".into(), "07:00".into()),
+        ]
+    );
+    assert!(
+        response
+            .schedules
+            .iter()
+            .all(|p| !p.id.is_empty() && p.status == Status::Scheduled as i32)
+    );
+    assert_eq!(count_posts(&app, "bulk-biz").await, 4);
+
+    // 02:30 does not exist in New York on 2027-03-14: the whole batch is refused.
+    let mut gap = bulk(Pattern::Daily, "2027-03-12", "02:30", "America/New_York", 5);
+    gap.business_id = "gap-biz".into();
+    let error = client.bulk_schedule(gap.clone()).await.unwrap_err();
+    assert_eq!(error.code(), Code::InvalidArgument);
+    assert!(
+        error.message().contains("does not exist"),
+        "{}",
+        error.message()
+    );
+    assert_eq!(
+        count_posts(&app, "gap-biz").await,
+        0,
+        "nothing of a refused batch is saved"
+    );
+
+    // Asked to, the gap shifts forward; validate_only saves nothing.
+    gap.dst_gap_policy = pb::DstGapPolicy::DstGapShiftForward as i32;
+    gap.validate_only = true;
+    let planned = client.bulk_schedule(gap).await.unwrap().into_inner();
+    assert_eq!(planned.schedules[2].local_time, "2027-03-14T03:30:00");
+    assert!(planned.schedules.iter().all(|p| p.id.is_empty()));
+    assert_eq!(count_posts(&app, "gap-biz").await, 0);
+
+    // WEEKLY on Tuesday and Thursday.
+    let mut weekly = bulk(Pattern::Weekly, "2027-01-04", "18:30", "Asia/Kathmandu", 3);
+    weekly.business_id = "weekly-biz".into();
+    if let Some(recurrence) = weekly.recurrence.as_mut() {
+        recurrence.weekdays = vec![pb::Weekday::Tuesday as i32, pb::Weekday::Thursday as i32];
+    }
+    let weekly = client.bulk_schedule(weekly).await.unwrap().into_inner();
+    let locals: Vec<_> = weekly
+        .schedules
+        .iter()
+        .map(|p| p.local_time.clone())
+        .collect();
+    assert_eq!(
+        locals,
+        vec![
+            "2027-01-05T18:30:00",
+            "2027-01-07T18:30:00",
+            "2027-01-12T18:30:00"
+        ]
+    );
+    assert_eq!(
+        instant(&weekly.schedules[0].scheduled_for).to_rfc3339(),
+        "2027-01-05T12:45:00+00:00"
+    );
+
+    // A retried bulk request with the same request_id does not schedule twice.
+    let mut retried = bulk(Pattern::EveryNHours, "2027-02-01", "10:00", "UTC", 3);
+    retried.business_id = "retry-biz".into();
+    retried.request_id = "bulk-req-1".into();
+    if let Some(recurrence) = retried.recurrence.as_mut() {
+        recurrence.interval_hours = 6;
+    }
+    let first = client
+        .bulk_schedule(retried.clone())
+        .await
+        .unwrap()
+        .into_inner();
+    let second = client.bulk_schedule(retried).await.unwrap().into_inner();
+    let ids =
+        |r: &pb::BulkScheduleResponse| r.schedules.iter().map(|p| p.id.clone()).collect::<Vec<_>>();
+    assert_eq!(ids(&first), ids(&second));
+    assert_eq!(count_posts(&app, "retry-biz").await, 3);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_publisher_is_retried_then_published() {
+    let app = spawn_app().await;
+    app.receiver.script(&[500, 500, 200]);
+    let post = app.create(post_at("biz", in_millis(300))).await;
+    let published = app.wait_for_status(&post.id, Status::Published).await;
+    assert_eq!(published.attempts, 3);
+    let received = app.receiver.received();
+    assert_eq!(received.len(), 3);
+    assert!(
+        received
+            .iter()
+            .all(|r| r.header("idempotency-key") == post.id),
+        "stable idempotency key"
+    );
+    let attempts: Vec<_> = received
+        .iter()
+        .map(|r| r.header("x-punctual-attempt"))
+        .collect();
+    assert_eq!(attempts, vec!["1", "2", "3"]);
+    assert!(received[1].at > received[0].at && received[2].at > received[1].at);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publisher_that_keeps_failing_dead_letters_after_three_attempts() {
+    let app = spawn_app().await;
+    app.receiver.always(503);
+    let post = app.create(post_at("biz", in_millis(300))).await;
+    let dead = app.wait_for_status(&post.id, Status::DeadLettered).await;
+    assert_eq!(dead.attempts, 3);
+    assert!(dead.last_error.contains("503"), "{}", dead.last_error);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(app.receiver.received().len(), 3);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rejected_post_dead_letters_after_one_attempt() {
+    let app = spawn_app().await;
+    app.receiver.always(400);
+    let post = app.create(post_at("biz", in_millis(300))).await;
+    let dead = app.wait_for_status(&post.id, Status::DeadLettered).await;
+    assert_eq!(dead.attempts, 1);
+    assert!(dead.last_error.contains("400"), "{}", dead.last_error);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(app.receiver.received().len(), 1);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pending_posts_fire_at_their_instants_after_a_restart() {
+    let app = spawn_app().await;
+    let first = app.create(post_at("biz", in_millis(2_000))).await;
+    let second = app.create(post_at("biz", in_millis(3_000))).await;
+    let (database, receiver) = app.stop().await;
+    let app = start(
+        database,
+        receiver,
+        Arc::new(punctual::clock::SystemClock),
+        |_| {},
+    )
+    .await;
+    let received = app.receiver.wait_for(2, WAIT).await;
+    for post in [&first, &second] {
+        let request = received
+            .iter()
+            .find(|r| r.post_id() == post.id)
+            .expect("published after restart");
+        assert!(request.at >= instant(&post.scheduled_for));
+    }
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn posts_missed_during_downtime_fire_at_once_or_are_dead_lettered() {
+    let app = spawn_app().await;
+    let recent = app.create(post_at("biz", in_millis(300))).await;
+    let (database, receiver) = app.stop().await;
+    // Down while `recent` fell due: within the window it is published at once.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let app = start(
+        database,
+        receiver,
+        Arc::new(punctual::clock::SystemClock),
+        |_| {},
+    )
+    .await;
+    app.wait_for_status(&recent.id, Status::Published).await;
+    let old = app.create(post_at("biz", in_millis(300))).await;
+    let (database, receiver) = app.stop().await;
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    // Beyond the window (1 s here) it is kept for review instead.
+    let app = start(
+        database,
+        receiver,
+        Arc::new(punctual::clock::SystemClock),
+        |config| {
+            config.missed_fire_window = Duration::from_secs(1);
+        },
+    )
+    .await;
+    let dead = app.wait_for_status(&old.id, Status::DeadLettered).await;
+    assert!(dead.last_error.starts_with("missed"), "{}", dead.last_error);
+    assert!(
+        app.receiver
+            .received()
+            .iter()
+            .all(|r| r.post_id() != old.id)
+    );
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wall_clock_stepped_back_rearms_instead_of_publishing_early() {
+    let database = Arc::new(TestDatabase::new().await);
+    let receiver = Receiver::start().await;
+    let clock = Arc::new(OffsetClock::new());
+    let app = start(database, receiver, clock.clone(), |_| {}).await;
+    let post = app
+        .create(post_at(
+            "biz",
+            clock.now() + chrono::Duration::milliseconds(1_000),
+        ))
+        .await;
+    let real_start = Utc::now();
+    // The timer was set for ~1 s from now; the wall clock then goes back 2 s.
+    clock.step(chrono::Duration::seconds(-2));
+    let received = app.receiver.wait_for(1, WAIT).await;
+    let waited = received[0].at - real_start;
+    assert!(
+        waited >= chrono::Duration::milliseconds(2_900),
+        "published after {waited}, before the wall clock reached the instant"
+    );
+    assert_eq!(received[0].post_id(), post.id);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_is_published_with_bounded_concurrency() {
+    let app = spawn_app_with(|config| config.max_concurrent_publishes = 4).await;
+    app.receiver.delay(Duration::from_millis(20));
+    let due = in_millis(1_000);
+    let mut client = app.client.clone();
+    // 120 posts due at the same instant.
+    for _ in 0..120 {
+        client.create_schedule(post_at("burst", due)).await.unwrap();
+    }
+    let received = app.receiver.wait_for(120, Duration::from_secs(60)).await;
+    assert!(received.iter().all(|r| r.at >= due));
+    assert!(
+        app.receiver.max_concurrent() <= 4,
+        "saw {} concurrent requests",
+        app.receiver.max_concurrent()
+    );
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_lets_an_attempt_in_flight_finish() {
+    let app = spawn_app().await;
+    app.receiver.delay(Duration::from_millis(1_500));
+    let post = app.create(post_at("biz", in_millis(200))).await;
+    app.receiver.wait_for(1, WAIT).await;
+    let (database, receiver) = app.stop().await;
+    // Restart only to read the post back.
+    let app = start(
+        database,
+        receiver,
+        Arc::new(punctual::clock::SystemClock),
+        |_| {},
+    )
+    .await;
+    let post = app.get(&post.id).await;
+    assert_eq!(post.status, Status::Published as i32, "{post:?}");
+    assert_eq!(app.receiver.received().len(), 1);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retried_create_with_the_same_request_id_schedules_once() {
+    let app = spawn_app().await;
+    let mut request = post_at("biz", in_millis(3_600_000));
+    request.request_id = "req-42".into();
+    let first = app.create(request.clone()).await;
+    let second = app.create(request).await;
+    assert_eq!(first.id, second.id);
+    assert_eq!(count_posts(&app, "biz").await, 1);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watchers_see_every_state_change_of_their_business() {
+    use pb::schedule_event::Type;
+    let app = spawn_app().await;
+    let mut events = app
+        .client
+        .clone()
+        .watch_events(pb::WatchEventsRequest {
+            business_id: "watched".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    app.create(post_at("other", in_millis(3_600_000))).await;
+    let cancelled = app.create(post_at("watched", in_millis(3_600_000))).await;
+    app.client
+        .clone()
+        .update_schedule(pb::UpdateScheduleRequest {
+            id: cancelled.id.clone(),
+            platform: "x".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    app.client
+        .clone()
+        .cancel_schedule(pb::CancelScheduleRequest {
+            id: cancelled.id.clone(),
+            expected_version: None,
+        })
+        .await
+        .unwrap();
+    app.receiver.script(&[500]);
+    let published = app.create(post_at("watched", in_millis(300))).await;
+
+    let mut seen = Vec::new();
+    while seen.len() < 7 {
+        let event = tokio::time::timeout(WAIT, events.message())
+            .await
+            .expect("event in time")
+            .unwrap()
+            .unwrap();
+        let post = event.schedule.unwrap();
+        assert_eq!(post.business_id, "watched");
+        seen.push((
+            Type::try_from(event.r#type).unwrap(),
+            post.id == cancelled.id,
+        ));
+    }
+    assert_eq!(
+        seen,
+        vec![
+            (Type::Scheduled, true),
+            (Type::Updated, true),
+            (Type::Cancelled, true),
+            (Type::Scheduled, false),
+            (Type::Publishing, false),
+            (Type::RetryScheduled, false),
+            (Type::Publishing, false),
+        ]
+    );
+    let next = tokio::time::timeout(WAIT, events.message())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(next.r#type, Type::Published as i32);
+    assert_eq!(next.schedule.unwrap().id, published.id);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_the_right_status_naming_the_field() {
+    use pb::create_schedule_request::When;
+    let app = spawn_app_with(|config| config.max_payload_bytes = 1_000).await;
+    let mut client = app.client.clone();
+    let ahead = in_millis(3_600_000);
+    let valid = post_at("biz", ahead);
+    let local = |time: &str, zone: &str| pb::CreateScheduleRequest {
+        when: Some(When::LocalTime(time.into())),
+        time_zone: zone.into(),
+        ..valid.clone()
+    };
+    let big = prost_types::Struct {
+        fields: [(
+            "text".to_owned(),
+            prost_types::Value {
+                kind: Some(prost_types::value::Kind::StringValue("a".repeat(2_000))),
+            },
+        )]
+        .into(),
+    };
+    let cases: Vec<(&str, pb::CreateScheduleRequest, &str)> = vec![
+        (
+            "empty business",
+            pb::CreateScheduleRequest {
+                business_id: " ".into(),
+                ..valid.clone()
+            },
+            "business_id",
+        ),
+        (
+            "empty content",
+            pb::CreateScheduleRequest {
+                content_id: String::new(),
+                ..valid.clone()
+            },
+            "content_id",
+        ),
+        (
+            "bad platform",
+            pb::CreateScheduleRequest {
+                platform: "my platform!".into(),
+                ..valid.clone()
+            },
+            "platform",
+        ),
+        (
+            "no instant",
+            pb::CreateScheduleRequest {
+                when: None,
+                ..valid.clone()
+            },
+            "scheduled_for",
+        ),
+        ("past", post_at("biz", in_millis(-60_000)), "in the past"),
+        (
+            "too far",
+            post_at("biz", Utc::now() + chrono::Duration::days(365 * 30)),
+            "too far ahead",
+        ),
+        (
+            "bad nanos",
+            pb::CreateScheduleRequest {
+                when: Some(When::ScheduledFor(prost_types::Timestamp {
+                    seconds: ahead.timestamp(),
+                    nanos: -5,
+                })),
+                ..valid.clone()
+            },
+            "scheduled_for",
+        ),
+        (
+            "huge year",
+            pb::CreateScheduleRequest {
+                when: Some(When::ScheduledFor(prost_types::Timestamp {
+                    seconds: i64::MAX,
+                    nanos: 0,
+                })),
+                ..valid.clone()
+            },
+            "scheduled_for",
+        ),
+        (
+            "unknown zone",
+            local("2030-01-01T10:00:00", "Mars/Olympus_Mons"),
+            "time_zone",
+        ),
+        (
+            "missing zone",
+            local("2030-01-01T10:00:00", ""),
+            "time_zone",
+        ),
+        (
+            "bad local time",
+            local("2030-02-30T10:00:00", "Europe/Paris"),
+            "local_time",
+        ),
+        (
+            "dst gap",
+            local("2030-03-10T02:30:00", "America/New_York"),
+            "does not exist",
+        ),
+        (
+            "oversized payload",
+            pb::CreateScheduleRequest {
+                payload: Some(big),
+                ..valid.clone()
+            },
+            "payload",
+        ),
+        (
+            "unknown gap policy",
+            pb::CreateScheduleRequest {
+                dst_gap_policy: 99,
+                ..valid.clone()
+            },
+            "dst_gap_policy",
+        ),
+        (
+            "long request id",
+            pb::CreateScheduleRequest {
+                request_id: "r".repeat(500),
+                ..valid.clone()
+            },
+            "request_id",
+        ),
+    ];
+    for (name, request, expected) in cases {
+        let error = client.create_schedule(request).await.expect_err(name);
+        assert_eq!(error.code(), Code::InvalidArgument, "{name}: {error:?}");
+        assert!(
+            error.message().contains(expected),
+            "{name}: {:?} should mention {expected:?}",
+            error.message()
+        );
+    }
+
+    // Zones with odd offsets and DST rules resolve exactly.
+    let kolkata = client
+        .create_schedule(local("2030-01-01T10:00:00", "Asia/Kolkata"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        instant(&kolkata.scheduled_for).to_rfc3339(),
+        "2030-01-01T04:30:00+00:00"
+    );
+    let mut later = local("2030-11-03T01:30:00", "America/New_York");
+    later.dst_overlap_policy = pb::DstOverlapPolicy::DstOverlapLater as i32;
+    let overlap = client.create_schedule(later).await.unwrap().into_inner();
+    assert_eq!(
+        instant(&overlap.scheduled_for).to_rfc3339(),
+        "2030-11-03T06:30:00+00:00"
+    );
+    let earlier = client
+        .create_schedule(local("2030-11-03T01:30:00", "America/New_York"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        instant(&earlier.scheduled_for).to_rfc3339(),
+        "2030-11-03T05:30:00+00:00"
+    );
+
+    let not_found = client
+        .get_schedule(pb::GetScheduleRequest {
+            id: uuid::Uuid::now_v7().to_string(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(not_found.code(), Code::NotFound);
+    let bad_id = client
+        .get_schedule(pb::GetScheduleRequest { id: "nope".into() })
+        .await
+        .unwrap_err();
+    assert_eq!(bad_id.code(), Code::InvalidArgument);
+    let bad_status = client
+        .list_schedules(pb::ListSchedulesRequest {
+            statuses: vec![42],
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(bad_status.code(), Code::InvalidArgument);
+    assert!(bad_status.message().contains("statuses"));
+    let bad_mask = client
+        .update_schedule(pb::UpdateScheduleRequest {
+            id: kolkata.id.clone(),
+            update_mask: Some(prost_types::FieldMask {
+                paths: vec!["status".into()],
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(bad_mask.code(), Code::InvalidArgument);
+    assert!(bad_mask.message().contains("update_mask"));
+    let missing_recurrence = client
+        .bulk_schedule(pb::BulkScheduleRequest {
+            business_id: "b".into(),
+            platform: "x".into(),
+            content_ids: vec!["c".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(missing_recurrence.code(), Code::InvalidArgument);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_post_left_publishing_by_a_killed_process_is_published_again_with_the_same_key() {
+    let database = Arc::new(TestDatabase::new().await);
+    let receiver = Receiver::start().await;
+    // The publisher holds the first request until the process is gone.
+    receiver.delay(Duration::from_secs(30));
+    let addr = free_local_addr();
+    let mut process = tokio::process::Command::new(env!("CARGO_BIN_EXE_punctual"))
+        .args([
+            "serve",
+            "--listen-addr",
+            &addr.to_string(),
+            "--database-url",
+            &database.url,
+        ])
+        .args([
+            "--publisher-url",
+            &receiver.url,
+            "--publisher-secret",
+            SECRET,
+        ])
+        .env("RUST_LOG", "warn")
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start the punctual binary");
+    let mut client = connect(addr).await;
+    let post = client
+        .create_schedule(post_at("biz", in_millis(300)))
+        .await
+        .unwrap()
+        .into_inner();
+    let first = receiver.wait_for(1, WAIT).await;
+    process
+        .kill()
+        .await
+        .expect("SIGKILL the process mid-attempt");
+
+    receiver.delay(Duration::ZERO);
+    let app = start(
+        database,
+        receiver,
+        Arc::new(punctual::clock::SystemClock),
+        |_| {},
+    )
+    .await;
+    let published = app.wait_for_status(&post.id, Status::Published).await;
+    let received = app.receiver.received();
+    assert_eq!(received.len(), 2, "the interrupted attempt and its replay");
+    assert_eq!(first[0].header("idempotency-key"), post.id);
+    assert_eq!(
+        received[1].header("idempotency-key"),
+        post.id,
+        "same idempotency key after the restart"
+    );
+    assert_eq!(
+        published.attempts, 1,
+        "the interrupted attempt is not counted"
+    );
+    app.stop().await;
+}
+
+fn free_local_addr() -> std::net::SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap()
+}
