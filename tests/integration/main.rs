@@ -977,3 +977,21 @@ fn free_local_addr() -> std::net::SocketAddr {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     listener.local_addr().unwrap()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_post_beyond_the_horizon_is_read_in_and_fires_on_time() {
+    // With a 2 s horizon, a post 3.5 s ahead has no timer at creation; the
+    // read of the next stretch brings it in before it is due.
+    let app = spawn_app_with(|config| config.lookahead_horizon = Duration::from_secs(2)).await;
+    let far = app.create(post_at("biz", in_millis(3_500))).await;
+    let received = app.receiver.wait_for(1, WAIT).await;
+    assert_eq!(received[0].post_id(), far.id);
+    let due = instant(&far.scheduled_for);
+    assert!(received[0].at >= due);
+    assert!(
+        received[0].at < due + chrono::Duration::seconds(1),
+        "fired late: {}",
+        received[0].at - due
+    );
+    app.stop().await;
+}
