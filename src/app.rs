@@ -16,11 +16,13 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clock::{Clock, SystemClock};
 use crate::config::ServeConfig;
+use crate::engine::gate::PauseGate;
 use crate::engine::{Engine, EngineConfig};
 use crate::events::EventBus;
 use crate::grpc::{SchedulerApi, SchedulerServer, pb};
 use crate::publisher::{HttpPublisher, HttpPublisherConfig, Publisher, RetryPolicy};
 use crate::scheduler::{Limits, SchedulerService};
+use crate::stats::QueueStatsTracker;
 use crate::storage::{Storage, StorageOptions};
 
 /// Events buffered per watcher before it is told it fell behind.
@@ -75,7 +77,7 @@ impl Application {
             );
         }
 
-        let events = EventBus::new(EVENT_BUFFER);
+        let stats = Arc::new(QueueStatsTracker::default());
         let recovered = storage
             .recover_interrupted(clock.now())
             .await
@@ -83,12 +85,28 @@ impl Application {
         for post in &recovered {
             tracing::warn!(post.id = %post.id, "attempt interrupted by a restart; publishing again with the same idempotency key");
         }
+        stats.seed(
+            storage
+                .count_by_business_and_status()
+                .await
+                .context("could not count the posts")?,
+        );
+        let events = EventBus::new(EVENT_BUFFER, stats);
 
+        let gate = PauseGate::new();
+        for pause in storage
+            .list_pauses(None)
+            .await
+            .context("could not read the pauses")?
+        {
+            gate.pause(&pause.business_id, pause.platform.as_deref());
+        }
         let engine = Engine::new(
             storage.clone(),
             publisher,
             events.clone(),
             Arc::clone(&clock),
+            Arc::clone(&gate),
             EngineConfig {
                 horizon: config.lookahead_horizon,
                 missed_fire_window: config.missed_fire_window,
@@ -99,6 +117,7 @@ impl Application {
                     max_delay: config.retry_max_delay,
                 },
                 shutdown_grace: config.shutdown_grace,
+                rate_limits: config.rate_limits(),
             },
         );
         let service = SchedulerService::new(
@@ -106,10 +125,12 @@ impl Application {
             engine.handle(),
             events,
             clock,
+            gate,
             Limits {
                 past_grace: config.past_grace,
                 max_ahead: config.max_schedule_ahead,
                 max_payload_bytes: config.max_payload_bytes,
+                pause_wait: config.publish_timeout + std::time::Duration::from_secs(5),
                 ..Limits::default()
             },
         );

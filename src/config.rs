@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::engine::limits::RateLimit;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "punctual",
@@ -23,6 +25,10 @@ pub struct Cli {
 pub enum Command {
     /// Run the gRPC service.
     Serve(Box<ServeConfig>),
+    /// The client commands (`schedule`, `list`, `calendar`, …), talking to a
+    /// running server.
+    #[command(flatten)]
+    Client(Box<crate::cli::ClientCommand>),
 }
 
 fn parse_duration(input: &str) -> Result<Duration, String> {
@@ -35,6 +41,16 @@ fn parse_platform_url(input: &str) -> Result<(String, String), String> {
         .split_once('=')
         .ok_or_else(|| format!("{input:?}: expected PLATFORM=URL"))?;
     Ok((platform.trim().to_ascii_lowercase(), url.trim().to_owned()))
+}
+
+fn parse_rate_limit(input: &str) -> Result<(String, RateLimit), String> {
+    let (platform, limit) = input
+        .split_once('=')
+        .ok_or_else(|| format!("{input:?}: expected PLATFORM=N/DURATION"))?;
+    Ok((
+        platform.trim().to_ascii_lowercase(),
+        RateLimit::parse(limit)?,
+    ))
 }
 
 #[derive(Debug, Clone, Args)]
@@ -124,12 +140,28 @@ pub struct ServeConfig {
     #[arg(long, env = "PUNCTUAL_REQUEST_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     pub request_timeout: Duration,
 
+    /// Most publishes per business on a platform per window,
+    /// `PLATFORM=N/DURATION` (e.g. `instagram=25/1h`); repeat the flag, or
+    /// separate entries with commas in the variable. A burst beyond it is
+    /// published as the window allows, in order.
+    #[arg(
+        long = "rate-limit",
+        env = "PUNCTUAL_RATE_LIMITS",
+        value_delimiter = ',',
+        value_parser = parse_rate_limit
+    )]
+    pub rate_limits: Vec<(String, RateLimit)>,
+
     /// How long shutdown waits for publish attempts in flight.
     #[arg(long, env = "PUNCTUAL_SHUTDOWN_GRACE", default_value = "10s", value_parser = parse_duration)]
     pub shutdown_grace: Duration,
 }
 
 impl ServeConfig {
+    pub fn rate_limits(&self) -> HashMap<String, RateLimit> {
+        self.rate_limits.iter().cloned().collect()
+    }
+
     pub fn platform_urls(&self) -> HashMap<String, String> {
         self.platform_publisher_urls.iter().cloned().collect()
     }

@@ -12,10 +12,12 @@
 //!   its instant, claiming it in the database before publishing.
 //! * [`publisher`]: the HTTP client that delivers a post to the publishing
 //!   service, and the retry policy.
+//! * [`stats`]: queue health counters kept in memory.
 //! * [`grpc`]: the tonic service; the only module that knows protobuf.
 //! * [`app`]: wiring, start-up and graceful shutdown.
 
 pub mod app;
+pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod domain;
@@ -24,4 +26,5 @@ pub mod events;
 pub mod grpc;
 pub mod publisher;
 pub mod scheduler;
+pub mod stats;
 pub mod storage;

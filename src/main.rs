@@ -1,14 +1,31 @@
-//! The `punctual` binary: `punctual serve` runs the service.
+//! The `punctual` binary: `punctual serve` runs the service; every other
+//! subcommand is a client of a running server (see [`punctual::cli`]).
+
+use std::process::ExitCode;
 
 use clap::Parser as _;
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
 use punctual::app::Application;
-use punctual::config::{Cli, Command};
+use punctual::config::{Cli, Command, ServeConfig};
 
-fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+fn main() -> ExitCode {
+    match Cli::parse().command {
+        Command::Serve(config) => match serve(*config) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                // As `main() -> anyhow::Result<()>` would report it.
+                eprintln!("Error: {error:?}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Client(command) => punctual::cli::run(*command),
+    }
+}
+
+/// Runs the service until SIGTERM or Ctrl-C.
+fn serve(config: ServeConfig) -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
@@ -19,16 +36,12 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     runtime.block_on(async move {
-        match cli.command {
-            Command::Serve(config) => {
-                let shutdown = CancellationToken::new();
-                tokio::spawn(cancel_on_signal(shutdown.clone()));
-                Application::build(*config)
-                    .await?
-                    .run_until_stopped(shutdown)
-                    .await
-            }
-        }
+        let shutdown = CancellationToken::new();
+        tokio::spawn(cancel_on_signal(shutdown.clone()));
+        Application::build(config)
+            .await?
+            .run_until_stopped(shutdown)
+            .await
     })
 }
 

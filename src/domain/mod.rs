@@ -2,8 +2,11 @@
 //! times in IANA zones become instants. Nothing here knows of gRPC, SQL or
 //! HTTP; the other layers convert to and from these types.
 
+pub mod calendar;
 pub mod post;
 pub mod recurrence;
+pub mod slots;
+pub mod suggest;
 pub mod time;
 
 pub use post::*;

@@ -146,16 +146,18 @@ pub enum PostStatus {
     RetryScheduled,
     DeadLettered,
     Cancelled,
+    Discarded,
 }
 
 impl PostStatus {
-    pub const ALL: [PostStatus; 6] = [
+    pub const ALL: [PostStatus; 7] = [
         PostStatus::Scheduled,
         PostStatus::Publishing,
         PostStatus::Published,
         PostStatus::RetryScheduled,
         PostStatus::DeadLettered,
         PostStatus::Cancelled,
+        PostStatus::Discarded,
     ];
 
     /// Statuses of posts waiting for a timer: the only ones a caller may
@@ -170,11 +172,23 @@ impl PostStatus {
             PostStatus::RetryScheduled => "RETRY_SCHEDULED",
             PostStatus::DeadLettered => "DEAD_LETTERED",
             PostStatus::Cancelled => "CANCELLED",
+            PostStatus::Discarded => "DISCARDED",
         }
     }
 
     pub fn is_pending(self) -> bool {
         Self::PENDING.contains(&self)
+    }
+
+    /// The pending status of a post with this many attempts made: a post
+    /// that has never been tried is `SCHEDULED`, one that has is
+    /// `RETRY_SCHEDULED`.
+    pub fn pending_after(attempts: u32) -> Self {
+        if attempts == 0 {
+            PostStatus::Scheduled
+        } else {
+            PostStatus::RetryScheduled
+        }
     }
 }
 
@@ -221,6 +235,43 @@ pub struct Post {
     pub request_id: Option<String>,
     pub create_time: DateTime<Utc>,
     pub update_time: DateTime<Utc>,
+    /// Every publish attempt, oldest first.
+    pub attempt_history: Vec<AttemptRecord>,
+}
+
+/// How one publish attempt ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AttemptOutcome {
+    Published,
+    /// Failed; another attempt follows.
+    Retry,
+    /// Refused by the publisher; not retried.
+    Rejected,
+    /// Failed, and it was the last attempt.
+    GaveUp,
+}
+
+impl AttemptOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AttemptOutcome::Published => "published",
+            AttemptOutcome::Retry => "retry",
+            AttemptOutcome::Rejected => "rejected",
+            AttemptOutcome::GaveUp => "gave_up",
+        }
+    }
+}
+
+/// One call to the publisher, kept with the post for review.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct AttemptRecord {
+    pub attempt: u32,
+    pub started_at: DateTime<Utc>,
+    pub latency_ms: u64,
+    pub http_status: Option<u16>,
+    pub outcome: AttemptOutcome,
+    pub error: Option<String>,
 }
 
 impl Post {

@@ -11,6 +11,8 @@
 //! come in through an occasional read of the next stretch of the horizon.
 
 mod fire;
+pub mod gate;
+pub mod limits;
 
 use std::collections::HashMap;
 use std::future::poll_fn;
@@ -28,6 +30,8 @@ use crate::domain::PostId;
 use crate::events::EventBus;
 use crate::publisher::{Publisher, RetryPolicy};
 use crate::storage::{DueEntry, Storage};
+use gate::PauseGate;
+use limits::RateLimiter;
 
 /// `DelayQueue` panics beyond 2^36 ms (~795 days); the horizon stays well
 /// inside that.
@@ -48,6 +52,8 @@ pub struct EngineConfig {
     pub retry: RetryPolicy,
     /// How long shutdown waits for attempts in flight.
     pub shutdown_grace: Duration,
+    /// Most publishes per business per window, by platform.
+    pub rate_limits: HashMap<String, limits::RateLimit>,
 }
 
 impl Default for EngineConfig {
@@ -58,6 +64,7 @@ impl Default for EngineConfig {
             max_concurrent_publishes: 64,
             retry: RetryPolicy::default(),
             shutdown_grace: Duration::from_secs(10),
+            rate_limits: HashMap::new(),
         }
     }
 }
@@ -76,9 +83,15 @@ enum Command {
 #[derive(Debug, Clone)]
 pub struct EngineHandle {
     commands: mpsc::UnboundedSender<Command>,
+    horizon: Duration,
 }
 
 impl EngineHandle {
+    /// Posts due within this much of now have timers.
+    pub fn horizon(&self) -> Duration {
+        self.horizon
+    }
+
     /// The post's next attempt is at `due`.
     pub fn arm(&self, id: PostId, due: DateTime<Utc>) {
         // A send fails only once the engine has stopped, at shutdown; the
@@ -103,7 +116,9 @@ struct FireContext {
     clock: Arc<dyn Clock>,
     config: EngineConfig,
     handle: EngineHandle,
-    permits: Semaphore,
+    permits: Arc<Semaphore>,
+    gate: Arc<PauseGate>,
+    limiter: RateLimiter,
     /// Cancelled when the engine stops: attempts not yet started stay
     /// pending in the database instead of starting during shutdown.
     stopping: CancellationToken,
@@ -120,6 +135,9 @@ pub struct Engine {
     timers: HashMap<PostId, (delay_queue::Key, DateTime<Utc>)>,
     /// Posts due before this instant have timers (or are being loaded).
     horizon_end: DateTime<Utc>,
+    /// Fired timers, in firing order, for the claiming task.
+    ready: mpsc::UnboundedSender<DueEntry>,
+    ready_receiver: Option<mpsc::UnboundedReceiver<DueEntry>>,
     attempts: TaskTracker,
 }
 
@@ -129,13 +147,19 @@ impl Engine {
         publisher: Arc<dyn Publisher>,
         events: EventBus,
         clock: Arc<dyn Clock>,
+        gate: Arc<PauseGate>,
         mut config: EngineConfig,
     ) -> Self {
         config.horizon = config.horizon.clamp(Duration::from_secs(1), MAX_HORIZON);
         let (sender, commands) = mpsc::unbounded_channel();
-        let handle = EngineHandle { commands: sender };
+        let handle = EngineHandle {
+            commands: sender,
+            horizon: config.horizon,
+        };
         let horizon_end = clock.now();
-        let permits = Semaphore::new(config.max_concurrent_publishes.max(1));
+        let (ready, ready_receiver) = mpsc::unbounded_channel();
+        let permits = Arc::new(Semaphore::new(config.max_concurrent_publishes.max(1)));
+        let limiter = RateLimiter::new(config.rate_limits.clone());
         Self {
             context: Arc::new(FireContext {
                 storage,
@@ -145,12 +169,16 @@ impl Engine {
                 config,
                 handle,
                 permits,
+                gate,
+                limiter,
                 stopping: CancellationToken::new(),
             }),
             commands,
             queue: DelayQueue::new(),
             timers: HashMap::new(),
             horizon_end,
+            ready,
+            ready_receiver: Some(ready_receiver),
             attempts: TaskTracker::new(),
         }
     }
@@ -164,6 +192,13 @@ impl Engine {
     /// recovered at the next start with the same idempotency key.
     pub async fn run(mut self, shutdown: CancellationToken) {
         let horizon = self.context.config.horizon;
+        if let Some(ready) = self.ready_receiver.take() {
+            self.attempts.spawn(fire::claim_due_posts(
+                Arc::clone(&self.context),
+                ready,
+                self.attempts.clone(),
+            ));
+        }
         self.extend_horizon(None);
         // Read the next stretch well before the current one runs out.
         let period = horizon / 2;
@@ -243,9 +278,8 @@ impl Engine {
             self.arm(DueEntry { id, due }, true);
             return;
         }
-        let context = Arc::clone(&self.context);
-        self.attempts
-            .spawn(async move { fire::attempt(&context, DueEntry { id, due }).await });
+        // Only fails once the claiming task has stopped, at shutdown.
+        let _ = self.ready.send(DueEntry { id, due });
     }
 
     /// Moves the horizon to now + horizon and reads the posts due in the new

@@ -5,10 +5,15 @@ use chrono::{DateTime, Utc};
 use prost_types::value::Kind;
 
 use super::pb;
+use crate::domain::calendar::CalendarView;
 use crate::domain::time::{DstPolicy, GapPolicy, OverlapPolicy, format_local};
 use crate::domain::{FieldError, Post, PostStatus};
 use crate::events::{EventKind, PostEvent};
-use crate::scheduler::{PatternKind, SchedulerError};
+use crate::scheduler::{
+    Calendar, CalendarRequest, MissedPolicy, PatternKind, QueueStats, SchedulerError,
+};
+use crate::stats::OnTime;
+use crate::storage::PauseRecord;
 
 pub type ConvertResult<T> = Result<T, SchedulerError>;
 
@@ -127,10 +132,11 @@ pub fn status_from_proto(field: &str, value: i32) -> ConvertResult<PostStatus> {
         Ok(Status::RetryScheduled) => Ok(PostStatus::RetryScheduled),
         Ok(Status::DeadLettered) => Ok(PostStatus::DeadLettered),
         Ok(Status::Cancelled) => Ok(PostStatus::Cancelled),
+        Ok(Status::Discarded) => Ok(PostStatus::Discarded),
         Ok(Status::Unspecified) | Err(_) => Err(invalid(
             field,
             format!(
-                "unknown status {value}; use SCHEDULED, PUBLISHING, PUBLISHED, RETRY_SCHEDULED, DEAD_LETTERED or CANCELLED"
+                "unknown status {value}; use SCHEDULED, PUBLISHING, PUBLISHED, RETRY_SCHEDULED, DEAD_LETTERED, CANCELLED or DISCARDED"
             ),
         )),
     }
@@ -145,6 +151,7 @@ fn status_to_proto(status: PostStatus) -> pb::scheduled_post::Status {
         PostStatus::RetryScheduled => Status::RetryScheduled,
         PostStatus::DeadLettered => Status::DeadLettered,
         PostStatus::Cancelled => Status::Cancelled,
+        PostStatus::Discarded => Status::Discarded,
     }
 }
 
@@ -156,6 +163,7 @@ pub fn pattern_from_proto(value: i32) -> ConvertResult<Option<PatternKind>> {
         Ok(Pattern::Weekdays) => Ok(Some(PatternKind::Weekdays)),
         Ok(Pattern::Weekly) => Ok(Some(PatternKind::Weekly)),
         Ok(Pattern::EveryNHours) => Ok(Some(PatternKind::EveryNHours)),
+        Ok(Pattern::DistributeAcrossWeek) => Ok(Some(PatternKind::DistributeAcrossWeek)),
         Err(_) => Err(invalid(
             "recurrence.pattern",
             format!("unknown pattern {value}"),
@@ -180,6 +188,129 @@ pub fn weekday_from_proto(index: usize, value: i32) -> ConvertResult<chrono::Wee
     }
 }
 
+fn weekday_to_proto(day: chrono::Weekday) -> pb::Weekday {
+    use chrono::Weekday as W;
+    match day {
+        W::Mon => pb::Weekday::Monday,
+        W::Tue => pb::Weekday::Tuesday,
+        W::Wed => pb::Weekday::Wednesday,
+        W::Thu => pb::Weekday::Thursday,
+        W::Fri => pb::Weekday::Friday,
+        W::Sat => pb::Weekday::Saturday,
+        W::Sun => pb::Weekday::Sunday,
+    }
+}
+
+pub fn calendar_request(request: pb::GetCalendarRequest) -> ConvertResult<CalendarRequest> {
+    use pb::get_calendar_request::View;
+    let week_start = match request.week_start {
+        0 => chrono::Weekday::Mon,
+        value => weekday_from_proto(0, value)
+            .map_err(|_| invalid("week_start", format!("unknown weekday {value}")))?,
+    };
+    let view = match View::try_from(request.view) {
+        Ok(View::Unspecified | View::Month) => CalendarView::Month {
+            year: request.year,
+            month: u32::try_from(request.month).unwrap_or(0),
+        },
+        Ok(View::Week) => CalendarView::Week {
+            start: crate::domain::time::parse_local_date(&request.start_date)
+                .map_err(|error| invalid("start_date", error.to_string()))?,
+        },
+        Err(_) => return Err(invalid("view", format!("unknown view {}", request.view))),
+    };
+    Ok(CalendarRequest {
+        business_id: request.business_id,
+        view,
+        time_zone: request.time_zone,
+        week_start,
+    })
+}
+
+pub fn calendar_to_proto(calendar: &Calendar) -> pb::Calendar {
+    let date = |d: chrono::NaiveDate| d.format("%Y-%m-%d").to_string();
+    let days = || calendar.weeks.iter().flatten();
+    pb::Calendar {
+        time_zone: calendar.zone.name().to_owned(),
+        first_date: days().next().map(|day| date(day.date)).unwrap_or_default(),
+        last_date: days().last().map(|day| date(day.date)).unwrap_or_default(),
+        weeks: calendar
+            .weeks
+            .iter()
+            .map(|week| pb::CalendarWeek {
+                days: week
+                    .iter()
+                    .map(|day| pb::CalendarDay {
+                        date: date(day.date),
+                        weekday: weekday_to_proto(chrono::Datelike::weekday(&day.date)) as i32,
+                        in_month: day.in_month,
+                        is_today: day.is_today,
+                        entries: day
+                            .entries
+                            .iter()
+                            .map(|entry| pb::CalendarEntry {
+                                id: entry.post.id.to_string(),
+                                local_time: entry.local_time.clone(),
+                                platform: entry.post.platform.clone(),
+                                status: status_to_proto(entry.post.status) as i32,
+                                content_id: entry.post.content_id.clone(),
+                                scheduled_for: Some(datetime_to_timestamp(
+                                    entry.post.scheduled_for,
+                                )),
+                            })
+                            .collect(),
+                    })
+                    .collect(),
+            })
+            .collect(),
+    }
+}
+
+fn on_time_to_proto(record: &OnTime) -> pb::OnTimeRecord {
+    pb::OnTimeRecord {
+        fires: i64::try_from(record.fires).unwrap_or(i64::MAX),
+        p50_lateness_ms: record.p50_ms,
+        p99_lateness_ms: record.p99_ms,
+        within_one_second: record.within_one_second,
+    }
+}
+
+pub fn queue_stats_to_proto(stats: &QueueStats) -> pb::QueueStats {
+    pb::QueueStats {
+        counts: stats
+            .snapshot
+            .counts
+            .iter()
+            .map(|(status, count)| pb::StatusCount {
+                status: status_to_proto(*status) as i32,
+                count: *count,
+            })
+            .collect(),
+        next_due_time: stats.next_due.map(datetime_to_timestamp),
+        overdue: stats.overdue,
+        last_hour: Some(on_time_to_proto(&stats.snapshot.last_hour)),
+        last_day: Some(on_time_to_proto(&stats.snapshot.last_day)),
+    }
+}
+
+pub fn pause_to_proto(pause: &PauseRecord) -> pb::QueuePause {
+    pb::QueuePause {
+        business_id: pause.business_id.clone(),
+        platform: pause.platform.clone().unwrap_or_default(),
+        pause_time: Some(datetime_to_timestamp(pause.paused_at)),
+    }
+}
+
+pub fn missed_policy(value: i32) -> ConvertResult<MissedPolicy> {
+    use pb::resume_queue_request::MissedPolicy as Policy;
+    match Policy::try_from(value) {
+        Ok(Policy::Unspecified | Policy::PublishNow) => Ok(MissedPolicy::PublishNow),
+        Ok(Policy::KeepForReview) => Ok(MissedPolicy::KeepForReview),
+        Ok(Policy::Skip) => Ok(MissedPolicy::Skip),
+        Err(_) => Err(invalid("missed_policy", format!("unknown policy {value}"))),
+    }
+}
+
 pub fn post_to_proto(post: &Post) -> pb::ScheduledPost {
     pb::ScheduledPost {
         id: post.id.to_string(),
@@ -199,6 +330,18 @@ pub fn post_to_proto(post: &Post) -> pb::ScheduledPost {
         create_time: Some(datetime_to_timestamp(post.create_time)),
         update_time: Some(datetime_to_timestamp(post.update_time)),
         next_attempt_time: Some(datetime_to_timestamp(post.next_attempt_at)),
+        attempt_history: post
+            .attempt_history
+            .iter()
+            .map(|record| pb::PublishAttempt {
+                attempt: i32::try_from(record.attempt).unwrap_or(i32::MAX),
+                started_time: Some(datetime_to_timestamp(record.started_at)),
+                latency_ms: i64::try_from(record.latency_ms).unwrap_or(i64::MAX),
+                http_status: record.http_status.map(i32::from).unwrap_or(0),
+                outcome: record.outcome.as_str().to_owned(),
+                error: record.error.clone().unwrap_or_default(),
+            })
+            .collect(),
     }
 }
 

@@ -14,7 +14,8 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
 use crate::scheduler::{
-    BulkRequest, CreateRequest, ListRequest, SchedulerError, SchedulerService, UpdateRequest, When,
+    BulkRequest, CreateRequest, ListRequest, RequeueAt, SchedulerError, SchedulerService,
+    UpdateRequest, When,
 };
 use convert::*;
 
@@ -57,7 +58,8 @@ impl pb::scheduler_server::Scheduler for SchedulerApi {
                 Some(When::Instant(timestamp_to_datetime("scheduled_for", &ts)?))
             }
             Some(pb::create_schedule_request::When::LocalTime(local)) => Some(When::Local(local)),
-            None => None,
+            Some(pb::create_schedule_request::When::NextFreeSlot(true)) => Some(When::NextFreeSlot),
+            Some(pb::create_schedule_request::When::NextFreeSlot(false)) | None => None,
         };
         let post = self
             .service
@@ -218,5 +220,141 @@ impl pb::scheduler_server::Scheduler for SchedulerApi {
             })
             .take_until(self.shutdown.clone().cancelled_owned());
         Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn get_calendar(
+        &self,
+        request: Request<pb::GetCalendarRequest>,
+    ) -> Result<Response<pb::Calendar>, Status> {
+        let request = request.into_inner();
+        let calendar = self.service.calendar(calendar_request(request)?).await?;
+        Ok(Response::new(calendar_to_proto(&calendar)))
+    }
+
+    async fn get_queue_stats(
+        &self,
+        request: Request<pb::GetQueueStatsRequest>,
+    ) -> Result<Response<pb::QueueStats>, Status> {
+        let stats = self
+            .service
+            .queue_stats(&request.into_inner().business_id)
+            .await?;
+        Ok(Response::new(queue_stats_to_proto(&stats)))
+    }
+
+    async fn list_dead_letters(
+        &self,
+        request: Request<pb::ListDeadLettersRequest>,
+    ) -> Result<Response<pb::ListDeadLettersResponse>, Status> {
+        let request = request.into_inner();
+        let page = self
+            .service
+            .list_dead_letters(&request.business_id, request.page_size, &request.page_token)
+            .await?;
+        Ok(Response::new(pb::ListDeadLettersResponse {
+            schedules: page.posts.iter().map(post_to_proto).collect(),
+            next_page_token: page.next_page_token,
+        }))
+    }
+
+    async fn requeue_dead_letter(
+        &self,
+        request: Request<pb::RequeueDeadLetterRequest>,
+    ) -> Result<Response<pb::ScheduledPost>, Status> {
+        let request = request.into_inner();
+        let at = match (request.at, request.now) {
+            (Some(at), false) => RequeueAt::At(timestamp_to_datetime("at", &at)?),
+            (Some(_), true) => {
+                return Err(
+                    SchedulerError::InvalidArgument(crate::domain::FieldError::new(
+                        "at",
+                        "give either at or now, not both",
+                    ))
+                    .into(),
+                );
+            }
+            (None, _) => RequeueAt::Now,
+        };
+        let post = self.service.requeue_dead_letter(&request.id, at).await?;
+        Ok(Response::new(post_to_proto(&post)))
+    }
+
+    async fn discard_dead_letter(
+        &self,
+        request: Request<pb::DiscardDeadLetterRequest>,
+    ) -> Result<Response<pb::ScheduledPost>, Status> {
+        let post = self
+            .service
+            .discard_dead_letter(&request.into_inner().id)
+            .await?;
+        Ok(Response::new(post_to_proto(&post)))
+    }
+
+    async fn pause_queue(
+        &self,
+        request: Request<pb::PauseQueueRequest>,
+    ) -> Result<Response<pb::QueuePause>, Status> {
+        let request = request.into_inner();
+        let pause = self
+            .service
+            .pause(&request.business_id, &request.platform)
+            .await?;
+        Ok(Response::new(pause_to_proto(&pause)))
+    }
+
+    async fn resume_queue(
+        &self,
+        request: Request<pb::ResumeQueueRequest>,
+    ) -> Result<Response<pb::ResumeQueueResponse>, Status> {
+        let request = request.into_inner();
+        let policy = missed_policy(request.missed_policy)?;
+        let missed = self
+            .service
+            .resume(&request.business_id, &request.platform, policy)
+            .await?;
+        Ok(Response::new(pb::ResumeQueueResponse {
+            missed: i64::try_from(missed).unwrap_or(i64::MAX),
+        }))
+    }
+
+    async fn list_pauses(
+        &self,
+        request: Request<pb::ListPausesRequest>,
+    ) -> Result<Response<pb::ListPausesResponse>, Status> {
+        let pauses = self
+            .service
+            .list_pauses(&request.into_inner().business_id)
+            .await?;
+        Ok(Response::new(pb::ListPausesResponse {
+            pauses: pauses.iter().map(pause_to_proto).collect(),
+        }))
+    }
+
+    async fn set_posting_slots(
+        &self,
+        _request: Request<pb::SetPostingSlotsRequest>,
+    ) -> Result<Response<pb::PostingSlots>, Status> {
+        Err(Status::unimplemented("TODO"))
+    }
+
+    async fn get_posting_slots(
+        &self,
+        _request: Request<pb::GetPostingSlotsRequest>,
+    ) -> Result<Response<pb::PostingSlots>, Status> {
+        Err(Status::unimplemented("TODO"))
+    }
+
+    async fn suggest_times(
+        &self,
+        _request: Request<pb::SuggestTimesRequest>,
+    ) -> Result<Response<pb::SuggestTimesResponse>, Status> {
+        Err(Status::unimplemented("TODO"))
+    }
+
+    async fn record_engagement(
+        &self,
+        _request: Request<pb::RecordEngagementRequest>,
+    ) -> Result<Response<pb::RecordEngagementResponse>, Status> {
+        Err(Status::unimplemented("TODO"))
     }
 }

@@ -182,6 +182,7 @@ pub struct PostPatch {
     pub next_attempt_at: Option<DateTime<Utc>>,
     pub published_at: Option<Option<DateTime<Utc>>>,
     pub external_id: Option<Option<String>>,
+    pub attempt_history: Option<Vec<crate::domain::AttemptRecord>>,
 }
 
 /// A pending post's id and next attempt instant: all the engine needs to arm
@@ -479,23 +480,32 @@ impl Storage {
             .collect()
     }
 
-    /// Claims a due post for an attempt: `PUBLISHING`, one more attempt, new
-    /// version. `None` when it is no longer pending or not due by `now`
-    /// (edited, cancelled, or claimed already), so a post is never published
-    /// early and never twice by this node.
-    pub async fn claim(
+    /// Claims due posts for an attempt: `PUBLISHING`, one more attempt, new
+    /// version. A post no longer pending, not due by `now` (edited,
+    /// cancelled, or claimed already) or paused is left out, so a post is
+    /// never published early and never twice by this node.
+    pub async fn claim_many(
         &self,
-        id: PostId,
+        ids: &[PostId],
         now: DateTime<Utc>,
-    ) -> Result<Option<Post>, StorageError> {
-        let id = id.to_string();
+    ) -> Result<Vec<Post>, StorageError> {
+        let ids: Vec<String> = ids.iter().map(PostId::to_string).collect();
         let now_us = micros(now);
         let pending: Vec<&str> = PostStatus::PENDING.iter().map(|s| s.as_str()).collect();
-        let row: Option<PostRow> = with_connection!(self, |conn| {
+        let rows: Vec<PostRow> = with_connection!(self, |conn| {
             diesel::update(posts::table)
-                .filter(posts::id.eq(&id))
+                .filter(posts::id.eq_any(&ids))
                 .filter(posts::status.eq_any(&pending))
                 .filter(posts::next_attempt_at_us.le(now_us))
+                .filter(diesel::dsl::not(diesel::dsl::exists(
+                    schema::queue_pauses::table
+                        .filter(schema::queue_pauses::business_id.eq(posts::business_id))
+                        .filter(
+                            schema::queue_pauses::platform
+                                .eq("")
+                                .or(schema::queue_pauses::platform.eq(posts::platform)),
+                        ),
+                )))
                 .set((
                     posts::status.eq(PostStatus::Publishing.as_str()),
                     posts::attempts.eq(posts::attempts + 1),
@@ -503,11 +513,10 @@ impl Storage {
                     posts::update_time_us.eq(now_us),
                 ))
                 .returning(PostRow::as_returning())
-                .get_result(conn)
-                .await
-                .optional()?
+                .get_results(conn)
+                .await?
         });
-        row.map(PostRow::into_post).transpose()
+        rows.into_iter().map(PostRow::into_post).collect()
     }
 
     /// Posts left `PUBLISHING` by a process that stopped mid-attempt go back
@@ -597,4 +606,369 @@ fn sqlite_pool(
     });
     let manager = AsyncDieselConnectionManager::new_with_config(path, config);
     build_pool(manager, options)
+}
+
+/// A pause in force: a business, or one platform of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PauseRecord {
+    pub business_id: String,
+    /// `None` when the whole business is paused.
+    pub platform: Option<String>,
+    pub paused_at: DateTime<Utc>,
+}
+
+/// The stored posting slots of a business on a platform; `slots` is the
+/// JSON the scheduler wrote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SlotsRecord {
+    pub time_zone: String,
+    pub slots: String,
+}
+
+/// One engagement report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EngagementRecord {
+    pub post_id: String,
+    pub business_id: String,
+    pub platform: String,
+    pub published_at: DateTime<Utc>,
+    pub impressions: i64,
+    pub clicks: i64,
+    pub reactions: i64,
+}
+
+/// Queue management: pauses, dead letters, slots, engagement, statistics.
+impl Storage {
+    /// Records a pause; pausing twice keeps the first pause time.
+    pub async fn insert_pause(&self, pause: &PauseRecord) -> Result<(), StorageError> {
+        use schema::queue_pauses;
+        let values = (
+            queue_pauses::business_id.eq(&pause.business_id),
+            queue_pauses::platform.eq(pause.platform.as_deref().unwrap_or("")),
+            queue_pauses::pause_time_us.eq(micros(pause.paused_at)),
+        );
+        with_connection!(self, |conn| {
+            diesel::insert_into(queue_pauses::table)
+                .values(values)
+                .on_conflict_do_nothing()
+                .execute(conn)
+                .await?;
+        });
+        Ok(())
+    }
+
+    /// Lifts the pause of a platform, or every pause of the business when
+    /// `platform` is `None`. Returns the pauses lifted.
+    pub async fn delete_pauses(
+        &self,
+        business_id: &str,
+        platform: Option<&str>,
+    ) -> Result<Vec<PauseRecord>, StorageError> {
+        use schema::queue_pauses;
+        let rows: Vec<(String, String, i64)> = with_connection!(self, |conn| {
+            match platform {
+                Some(platform) => {
+                    diesel::delete(
+                        queue_pauses::table
+                            .filter(queue_pauses::business_id.eq(business_id))
+                            .filter(queue_pauses::platform.eq(platform)),
+                    )
+                    .returning((
+                        queue_pauses::business_id,
+                        queue_pauses::platform,
+                        queue_pauses::pause_time_us,
+                    ))
+                    .get_results(conn)
+                    .await?
+                }
+                None => {
+                    diesel::delete(
+                        queue_pauses::table.filter(queue_pauses::business_id.eq(business_id)),
+                    )
+                    .returning((
+                        queue_pauses::business_id,
+                        queue_pauses::platform,
+                        queue_pauses::pause_time_us,
+                    ))
+                    .get_results(conn)
+                    .await?
+                }
+            }
+        });
+        rows.into_iter().map(pause_from_row).collect()
+    }
+
+    pub async fn list_pauses(
+        &self,
+        business_id: Option<&str>,
+    ) -> Result<Vec<PauseRecord>, StorageError> {
+        use schema::queue_pauses;
+        let rows: Vec<(String, String, i64)> = with_connection!(self, |conn| {
+            let mut query = queue_pauses::table
+                .select((
+                    queue_pauses::business_id,
+                    queue_pauses::platform,
+                    queue_pauses::pause_time_us,
+                ))
+                .order((queue_pauses::business_id, queue_pauses::platform))
+                .into_boxed();
+            if let Some(business_id) = business_id {
+                query = query.filter(queue_pauses::business_id.eq(business_id));
+            }
+            query.load(conn).await?
+        });
+        rows.into_iter().map(pause_from_row).collect()
+    }
+
+    /// Pending posts of a business (optionally one platform) whose next
+    /// attempt is before `until`, in due order, at most `limit`.
+    pub async fn pending_of_business(
+        &self,
+        business_id: &str,
+        platform: Option<&str>,
+        until: DateTime<Utc>,
+        limit: i64,
+    ) -> Result<Vec<Post>, StorageError> {
+        let pending: Vec<&str> = PostStatus::PENDING.iter().map(|s| s.as_str()).collect();
+        let until = micros(until);
+        let rows: Vec<PostRow> = with_connection!(self, |conn| {
+            let mut query = posts::table
+                .filter(posts::business_id.eq(business_id))
+                .filter(posts::status.eq_any(&pending))
+                .filter(posts::next_attempt_at_us.lt(until))
+                .select(PostRow::as_select())
+                .order((posts::next_attempt_at_us.asc(), posts::id.asc()))
+                .limit(limit)
+                .into_boxed();
+            if let Some(platform) = platform {
+                query = query.filter(posts::platform.eq(platform));
+            }
+            query.load(conn).await?
+        });
+        rows.into_iter().map(PostRow::into_post).collect()
+    }
+
+    /// Posts of a business in `(scheduled_for, id)` order within `[from, to)`,
+    /// any status but those given, at most `limit`.
+    pub async fn posts_between(
+        &self,
+        business_id: &str,
+        platform: Option<&str>,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        excluded: &[PostStatus],
+        limit: i64,
+    ) -> Result<Vec<Post>, StorageError> {
+        let excluded: Vec<&str> = excluded.iter().map(|s| s.as_str()).collect();
+        let (from, to) = (micros(from), micros(to));
+        let rows: Vec<PostRow> = with_connection!(self, |conn| {
+            let mut query = posts::table
+                .filter(posts::business_id.eq(business_id))
+                .filter(posts::scheduled_for_us.ge(from))
+                .filter(posts::scheduled_for_us.lt(to))
+                .filter(posts::status.ne_all(&excluded))
+                .select(PostRow::as_select())
+                .order((posts::scheduled_for_us.asc(), posts::id.asc()))
+                .limit(limit)
+                .into_boxed();
+            if let Some(platform) = platform {
+                query = query.filter(posts::platform.eq(platform));
+            }
+            query.load(conn).await?
+        });
+        rows.into_iter().map(PostRow::into_post).collect()
+    }
+
+    /// Posts per business and status: read once at start-up to seed the
+    /// in-memory counters.
+    pub async fn count_by_business_and_status(
+        &self,
+    ) -> Result<Vec<(String, PostStatus, i64)>, StorageError> {
+        let rows: Vec<(String, String, i64)> = with_connection!(self, |conn| {
+            posts::table
+                .group_by((posts::business_id, posts::status))
+                .select((posts::business_id, posts::status, diesel::dsl::count_star()))
+                .load(conn)
+                .await?
+        });
+        rows.into_iter()
+            .map(|(business_id, status, count)| {
+                let status = status.parse().map_err(|reason| StorageError::Corrupt {
+                    id: format!("status of {business_id}"),
+                    reason,
+                })?;
+                Ok((business_id, status, count))
+            })
+            .collect()
+    }
+
+    /// The earliest pending attempt and the number of pending posts already
+    /// due, read through the pending-only indexes.
+    pub async fn due_summary(
+        &self,
+        business_id: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<(Option<DateTime<Utc>>, i64), StorageError> {
+        let pending: Vec<&str> = PostStatus::PENDING.iter().map(|s| s.as_str()).collect();
+        let now_us = micros(now);
+        let (next, overdue): (Option<i64>, i64) = with_connection!(self, |conn| {
+            let mut next_query = posts::table
+                .filter(posts::status.eq_any(&pending))
+                .select(diesel::dsl::min(posts::next_attempt_at_us))
+                .into_boxed();
+            let mut overdue_query = posts::table
+                .filter(posts::status.eq_any(&pending))
+                .filter(posts::next_attempt_at_us.le(now_us))
+                .select(diesel::dsl::count_star())
+                .into_boxed();
+            if let Some(business_id) = business_id {
+                next_query = next_query.filter(posts::business_id.eq(business_id));
+                overdue_query = overdue_query.filter(posts::business_id.eq(business_id));
+            }
+            let next: Option<i64> = next_query.first(conn).await?;
+            let overdue: i64 = overdue_query.first(conn).await?;
+            (next, overdue)
+        });
+        let next = next
+            .map(|us| rows::from_micros("next due", us))
+            .transpose()?;
+        Ok((next, overdue))
+    }
+
+    pub async fn upsert_slots(
+        &self,
+        business_id: &str,
+        platform: &str,
+        record: &SlotsRecord,
+        now: DateTime<Utc>,
+    ) -> Result<(), StorageError> {
+        use schema::posting_slots;
+        let values = (
+            posting_slots::business_id.eq(business_id),
+            posting_slots::platform.eq(platform),
+            posting_slots::time_zone.eq(&record.time_zone),
+            posting_slots::slots.eq(&record.slots),
+            posting_slots::update_time_us.eq(micros(now)),
+        );
+        with_connection!(self, |conn| {
+            diesel::insert_into(posting_slots::table)
+                .values(values)
+                .on_conflict((posting_slots::business_id, posting_slots::platform))
+                .do_update()
+                .set((
+                    posting_slots::time_zone.eq(&record.time_zone),
+                    posting_slots::slots.eq(&record.slots),
+                    posting_slots::update_time_us.eq(micros(now)),
+                ))
+                .execute(conn)
+                .await?;
+        });
+        Ok(())
+    }
+
+    pub async fn get_slots(
+        &self,
+        business_id: &str,
+        platform: &str,
+    ) -> Result<Option<SlotsRecord>, StorageError> {
+        use schema::posting_slots;
+        let row: Option<(String, String)> = with_connection!(self, |conn| {
+            posting_slots::table
+                .filter(posting_slots::business_id.eq(business_id))
+                .filter(posting_slots::platform.eq(platform))
+                .select((posting_slots::time_zone, posting_slots::slots))
+                .first(conn)
+                .await
+                .optional()?
+        });
+        Ok(row.map(|(time_zone, slots)| SlotsRecord { time_zone, slots }))
+    }
+
+    /// Records (or replaces) the engagement of a post.
+    pub async fn upsert_engagement(
+        &self,
+        record: &EngagementRecord,
+        now: DateTime<Utc>,
+    ) -> Result<(), StorageError> {
+        use schema::engagement;
+        let values = (
+            engagement::post_id.eq(&record.post_id),
+            engagement::business_id.eq(&record.business_id),
+            engagement::platform.eq(&record.platform),
+            engagement::published_at_us.eq(micros(record.published_at)),
+            engagement::impressions.eq(record.impressions),
+            engagement::clicks.eq(record.clicks),
+            engagement::reactions.eq(record.reactions),
+            engagement::record_time_us.eq(micros(now)),
+        );
+        with_connection!(self, |conn| {
+            diesel::insert_into(engagement::table)
+                .values(values)
+                .on_conflict(engagement::post_id)
+                .do_update()
+                .set((
+                    engagement::impressions.eq(record.impressions),
+                    engagement::clicks.eq(record.clicks),
+                    engagement::reactions.eq(record.reactions),
+                    engagement::record_time_us.eq(micros(now)),
+                ))
+                .execute(conn)
+                .await?;
+        });
+        Ok(())
+    }
+
+    /// The most recent engagement reports of a business on a platform.
+    pub async fn engagement_history(
+        &self,
+        business_id: &str,
+        platform: &str,
+        limit: i64,
+    ) -> Result<Vec<EngagementRecord>, StorageError> {
+        use schema::engagement;
+        let rows: Vec<(String, String, String, i64, i64, i64, i64)> =
+            with_connection!(self, |conn| {
+                engagement::table
+                    .filter(engagement::business_id.eq(business_id))
+                    .filter(engagement::platform.eq(platform))
+                    .order(engagement::published_at_us.desc())
+                    .limit(limit)
+                    .select((
+                        engagement::post_id,
+                        engagement::business_id,
+                        engagement::platform,
+                        engagement::published_at_us,
+                        engagement::impressions,
+                        engagement::clicks,
+                        engagement::reactions,
+                    ))
+                    .load(conn)
+                    .await?
+            });
+        rows.into_iter()
+            .map(
+                |(post_id, business_id, platform, published_us, impressions, clicks, reactions)| {
+                    Ok(EngagementRecord {
+                        published_at: rows::from_micros(&post_id, published_us)?,
+                        post_id,
+                        business_id,
+                        platform,
+                        impressions,
+                        clicks,
+                        reactions,
+                    })
+                },
+            )
+            .collect()
+    }
+}
+
+fn pause_from_row(
+    (business_id, platform, pause_time_us): (String, String, i64),
+) -> Result<PauseRecord, StorageError> {
+    Ok(PauseRecord {
+        paused_at: rows::from_micros(&business_id, pause_time_us)?,
+        platform: (!platform.is_empty()).then_some(platform),
+        business_id,
+    })
 }

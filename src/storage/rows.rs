@@ -6,7 +6,12 @@ use diesel::prelude::*;
 use super::StorageError;
 use super::schema::posts;
 use crate::domain::time::TimeZone;
-use crate::domain::{Post, PostId, PostStatus};
+use crate::domain::{AttemptRecord, Post, PostId, PostStatus};
+
+fn attempt_log_json(history: &[AttemptRecord]) -> String {
+    // Serialising plain data with string keys cannot fail.
+    serde_json::to_string(history).unwrap_or_else(|_| "[]".to_owned())
+}
 
 pub(super) fn micros(instant: DateTime<Utc>) -> i64 {
     instant.timestamp_micros()
@@ -41,6 +46,7 @@ pub(super) struct PostRow {
     request_id: Option<String>,
     create_time_us: i64,
     update_time_us: i64,
+    attempt_log: String,
 }
 
 impl PostRow {
@@ -63,6 +69,7 @@ impl PostRow {
             request_id: post.request_id.clone(),
             create_time_us: micros(post.create_time),
             update_time_us: micros(post.update_time),
+            attempt_log: attempt_log_json(&post.attempt_history),
         }
     }
 
@@ -75,6 +82,8 @@ impl PostRow {
         let payload = serde_json::from_str(&self.payload).map_err(|e| corrupt(e.to_string()))?;
         let time_zone = TimeZone::parse(&self.time_zone).map_err(|e| corrupt(e.to_string()))?;
         let status: PostStatus = self.status.parse().map_err(corrupt)?;
+        let attempt_history =
+            serde_json::from_str(&self.attempt_log).map_err(|e| corrupt(e.to_string()))?;
         Ok(Post {
             id,
             payload,
@@ -96,6 +105,7 @@ impl PostRow {
             external_id: self.external_id,
             version: self.version,
             request_id: self.request_id,
+            attempt_history,
         })
     }
 }
@@ -114,6 +124,7 @@ pub(super) struct PostChanges {
     next_attempt_at_us: Option<i64>,
     published_at_us: Option<Option<i64>>,
     external_id: Option<Option<String>>,
+    attempt_log: Option<String>,
     update_time_us: i64,
 }
 
@@ -132,6 +143,7 @@ impl PostChanges {
             next_attempt_at_us: patch.next_attempt_at.map(micros),
             published_at_us: patch.published_at.map(|at| at.map(micros)),
             external_id: patch.external_id.clone(),
+            attempt_log: patch.attempt_history.as_deref().map(attempt_log_json),
             update_time_us: micros(now),
         }
     }

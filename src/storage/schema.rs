@@ -21,5 +21,39 @@ diesel::table! {
         request_id -> Nullable<Text>,
         create_time_us -> BigInt,
         update_time_us -> BigInt,
+        attempt_log -> Text,
     }
 }
+
+diesel::table! {
+    queue_pauses (business_id, platform) {
+        business_id -> Text,
+        platform -> Text,
+        pause_time_us -> BigInt,
+    }
+}
+
+diesel::table! {
+    posting_slots (business_id, platform) {
+        business_id -> Text,
+        platform -> Text,
+        time_zone -> Text,
+        slots -> Text,
+        update_time_us -> BigInt,
+    }
+}
+
+diesel::table! {
+    engagement (post_id) {
+        post_id -> Text,
+        business_id -> Text,
+        platform -> Text,
+        published_at_us -> BigInt,
+        impressions -> BigInt,
+        clicks -> BigInt,
+        reactions -> BigInt,
+        record_time_us -> BigInt,
+    }
+}
+
+diesel::allow_tables_to_appear_in_same_query!(posts, queue_pauses);

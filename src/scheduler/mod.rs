@@ -21,8 +21,12 @@ use crate::domain::{
     ExternalId, FieldError, Platform, Post, PostId, PostStatus, truncate_to_micros,
 };
 use crate::engine::EngineHandle;
+use crate::engine::gate::PauseGate;
+
+mod queue;
 use crate::events::{EventBus, EventKind};
 use crate::storage::{Expectation, ListCursor, ListFilter, PostPatch, Storage, StorageError};
+pub use queue::*;
 
 /// Errors a caller can act on. Mapped to a gRPC status in `grpc::status`.
 #[derive(Debug, thiserror::Error)]
@@ -52,7 +56,7 @@ impl From<StorageError> for SchedulerError {
     }
 }
 
-fn invalid(field: &str, message: impl Into<String>) -> SchedulerError {
+pub(crate) fn invalid(field: &str, message: impl Into<String>) -> SchedulerError {
     SchedulerError::InvalidArgument(FieldError::new(field, message))
 }
 
@@ -68,6 +72,8 @@ pub struct Limits {
     pub max_payload_bytes: usize,
     /// Most posts in one bulk request.
     pub max_bulk_posts: usize,
+    /// How long a pause waits for attempts already under way to finish.
+    pub pause_wait: Duration,
 }
 
 impl Default for Limits {
@@ -77,6 +83,7 @@ impl Default for Limits {
             max_ahead: Duration::from_secs(10 * 366 * 24 * 3600),
             max_payload_bytes: 64 * 1024,
             max_bulk_posts: 10_000,
+            pause_wait: Duration::from_secs(15),
         }
     }
 }
@@ -87,6 +94,8 @@ pub enum When {
     Instant(DateTime<Utc>),
     /// Wall-clock time in the request's `time_zone`.
     Local(String),
+    /// The next free posting slot of the business on the platform.
+    NextFreeSlot,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -157,6 +166,7 @@ pub enum PatternKind {
     Weekdays,
     Weekly,
     EveryNHours,
+    DistributeAcrossWeek,
 }
 
 /// Edits and cancels re-read and retry this often when they lose a race
@@ -171,6 +181,7 @@ pub struct SchedulerService {
     engine: EngineHandle,
     events: EventBus,
     clock: Arc<dyn Clock>,
+    gate: Arc<PauseGate>,
     limits: Limits,
 }
 
@@ -180,6 +191,7 @@ impl SchedulerService {
         engine: EngineHandle,
         events: EventBus,
         clock: Arc<dyn Clock>,
+        gate: Arc<PauseGate>,
         limits: Limits,
     ) -> Self {
         Self {
@@ -187,6 +199,7 @@ impl SchedulerService {
             engine,
             events,
             clock,
+            gate,
             limits,
         }
     }
@@ -221,6 +234,9 @@ impl SchedulerService {
                 let instant = resolve_wall_clock("local_time", &local, zone, request.dst_policy)?;
                 (self.check_instant("local_time", instant, now)?, zone)
             }
+            Some(When::NextFreeSlot) => {
+                return Err(invalid("next_free_slot", "TODO"));
+            }
         };
         let post = new_post(
             &business_id,
@@ -235,7 +251,8 @@ impl SchedulerService {
         match self.storage.insert(&post).await {
             Ok(()) => {
                 self.engine.arm(post.id, post.next_attempt_at);
-                self.events.emit(EventKind::Scheduled, post.clone(), now);
+                self.events
+                    .emit(EventKind::Scheduled, post.clone(), None, now);
                 Ok(post)
             }
             Err(StorageError::DuplicateRequest) => {
@@ -261,11 +278,6 @@ impl SchedulerService {
     }
 
     pub async fn list(&self, request: ListRequest) -> Result<ListPage, SchedulerError> {
-        let page_size = match i64::from(request.page_size) {
-            0 => DEFAULT_PAGE_SIZE,
-            size if size < 0 => return Err(invalid("page_size", "must not be negative")),
-            size => size.min(MAX_PAGE_SIZE),
-        };
         let filter = ListFilter {
             business_id: non_empty(&request.business_id),
             from: request.from,
@@ -276,13 +288,29 @@ impl SchedulerService {
                 None => None,
             },
         };
+        self.list_page(filter, request.page_size, &request.page_token)
+            .await
+    }
+
+    /// One page of a listing with keyset page tokens bound to the filters.
+    pub(crate) async fn list_page(
+        &self,
+        filter: ListFilter,
+        page_size: i32,
+        page_token: &str,
+    ) -> Result<ListPage, SchedulerError> {
+        let page_size = match i64::from(page_size) {
+            0 => DEFAULT_PAGE_SIZE,
+            size if size < 0 => return Err(invalid("page_size", "must not be negative")),
+            size => size.min(MAX_PAGE_SIZE),
+        };
         if let (Some(from), Some(to)) = (filter.from, filter.to)
             && from > to
         {
             return Err(invalid("to_time", "must not be before from_time"));
         }
         let fingerprint = filter_fingerprint(&filter);
-        let cursor = match request.page_token.trim() {
+        let cursor = match page_token.trim() {
             "" => None,
             token => Some(decode_page_token(token, &fingerprint)?),
         };
@@ -331,7 +359,12 @@ impl SchedulerService {
             };
             if let Some(updated) = self.storage.compare_and_set(&expected, &patch, now).await? {
                 self.engine.arm(updated.id, updated.next_attempt_at);
-                self.events.emit(EventKind::Updated, updated.clone(), now);
+                self.events.emit(
+                    EventKind::Updated,
+                    updated.clone(),
+                    Some(current.status),
+                    now,
+                );
                 return Ok(updated);
             }
         }
@@ -380,8 +413,12 @@ impl SchedulerService {
             };
             if let Some(cancelled) = self.storage.compare_and_set(&expected, &patch, now).await? {
                 self.engine.disarm(id);
-                self.events
-                    .emit(EventKind::Cancelled, cancelled.clone(), now);
+                self.events.emit(
+                    EventKind::Cancelled,
+                    cancelled.clone(),
+                    Some(current.status),
+                    now,
+                );
                 return Ok(cancelled);
             }
         }
@@ -458,7 +495,8 @@ impl SchedulerService {
             Ok(()) => {
                 for post in &posts {
                     self.engine.arm(post.id, post.next_attempt_at);
-                    self.events.emit(EventKind::Scheduled, post.clone(), now);
+                    self.events
+                        .emit(EventKind::Scheduled, post.clone(), None, now);
                 }
                 Ok(posts)
             }
@@ -620,6 +658,7 @@ fn new_post(
         request_id,
         create_time: now,
         update_time: now,
+        attempt_history: Vec::new(),
     }
 }
 
@@ -678,7 +717,7 @@ fn update_paths(request: &UpdateRequest) -> Result<UpdatePaths, SchedulerError> 
     Ok(paths)
 }
 
-fn check_version(post: &Post, expected: Option<i64>) -> Result<(), SchedulerError> {
+pub(crate) fn check_version(post: &Post, expected: Option<i64>) -> Result<(), SchedulerError> {
     match expected {
         Some(version) if version != post.version => Err(SchedulerError::Aborted(format!(
             "post {} is at version {}, not {version}; read it again and retry",
@@ -688,11 +727,11 @@ fn check_version(post: &Post, expected: Option<i64>) -> Result<(), SchedulerErro
     }
 }
 
-fn parse_zone(name: &str) -> Result<TimeZone, SchedulerError> {
+pub(crate) fn parse_zone(name: &str) -> Result<TimeZone, SchedulerError> {
     TimeZone::parse(name).map_err(|error| invalid("time_zone", error.to_string()))
 }
 
-fn parse_zone_or_utc(name: &str) -> Result<TimeZone, SchedulerError> {
+pub(crate) fn parse_zone_or_utc(name: &str) -> Result<TimeZone, SchedulerError> {
     if name.trim().is_empty() {
         Ok(TimeZone::UTC)
     } else {
@@ -710,7 +749,10 @@ fn resolve_wall_clock(
     resolve_local(zone, local, policy).map_err(|error| invalid(field, error.to_string()))
 }
 
-fn parse_optional_id(field: &str, input: &str) -> Result<Option<ExternalId>, SchedulerError> {
+pub(crate) fn parse_optional_id(
+    field: &str,
+    input: &str,
+) -> Result<Option<ExternalId>, SchedulerError> {
     if input.trim().is_empty() {
         Ok(None)
     } else {
@@ -718,7 +760,7 @@ fn parse_optional_id(field: &str, input: &str) -> Result<Option<ExternalId>, Sch
     }
 }
 
-fn non_empty(input: &str) -> Option<String> {
+pub(crate) fn non_empty(input: &str) -> Option<String> {
     let trimmed = input.trim();
     (!trimmed.is_empty()).then(|| trimmed.to_owned())
 }
@@ -742,6 +784,12 @@ fn parse_recurrence(request: &BulkRequest) -> Result<Recurrence, SchedulerError>
                 )
             })?;
             Pattern::EveryNHours(hours)
+        }
+        Some(PatternKind::DistributeAcrossWeek) => {
+            return Err(invalid(
+                "recurrence.pattern",
+                "DISTRIBUTE_ACROSS_WEEK: TODO",
+            ));
         }
     };
     let start_date = parse_local_date(&request.start_date)
@@ -768,7 +816,7 @@ pub fn local_time_of(post: &Post) -> String {
 
 /// A short digest of the filters, carried in page tokens so that a token is
 /// refused when the filters change between pages.
-fn filter_fingerprint(filter: &ListFilter) -> String {
+pub(crate) fn filter_fingerprint(filter: &ListFilter) -> String {
     let mut hasher = Sha256::new();
     let statuses: Vec<&str> = filter.statuses.iter().map(|s| s.as_str()).collect();
     hasher.update(
@@ -785,7 +833,7 @@ fn filter_fingerprint(filter: &ListFilter) -> String {
     hex::encode(&hasher.finalize()[..8])
 }
 
-fn encode_page_token(last: &Post, fingerprint: &str) -> String {
+pub(crate) fn encode_page_token(last: &Post, fingerprint: &str) -> String {
     let raw = format!(
         "{}|{}|{}",
         last.scheduled_for.timestamp_micros(),
@@ -795,7 +843,10 @@ fn encode_page_token(last: &Post, fingerprint: &str) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
 }
 
-fn decode_page_token(token: &str, fingerprint: &str) -> Result<ListCursor, SchedulerError> {
+pub(crate) fn decode_page_token(
+    token: &str,
+    fingerprint: &str,
+) -> Result<ListCursor, SchedulerError> {
     let bad = || invalid("page_token", "is not a token returned by ListSchedules");
     let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(token)
