@@ -133,6 +133,11 @@ impl Application {
                 pause_wait: config.publish_timeout + std::time::Duration::from_secs(5),
                 ..Limits::default()
             },
+        )
+        .with_suggest_config(
+            config
+                .suggest_config()
+                .map_err(|error| anyhow::anyhow!("invalid suggestion settings: {error}"))?,
         );
         let listener = TcpListener::bind(config.listen_addr)
             .await

@@ -9,6 +9,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 use crate::engine::limits::RateLimit;
+use crate::scheduler::SuggestConfig;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -51,6 +52,16 @@ fn parse_rate_limit(input: &str) -> Result<(String, RateLimit), String> {
         platform.trim().to_ascii_lowercase(),
         RateLimit::parse(limit)?,
     ))
+}
+
+/// `PLATFORM=RULES`; the rules are checked here and parsed again at start-up.
+fn parse_prior_override(input: &str) -> Result<(String, String), String> {
+    let (platform, rules) = input
+        .split_once('=')
+        .ok_or_else(|| format!("{input:?}: expected PLATFORM=RULES"))?;
+    let rules = rules.replace(';', ",");
+    crate::domain::suggest::parse_prior(&rules)?;
+    Ok((platform.trim().to_ascii_lowercase(), rules))
 }
 
 #[derive(Debug, Clone, Args)]
@@ -152,12 +163,38 @@ pub struct ServeConfig {
     )]
     pub rate_limits: Vec<(String, RateLimit)>,
 
+    /// Replaces the built-in table of good posting hours of a platform,
+    /// `PLATFORM=RULES` with rules like `*@00-24=0.1;mon-fri@09-12=0.9`
+    /// (later rules win; separate rules with `;` here); repeat the flag.
+    #[arg(long = "suggest-prior", env = "PUNCTUAL_SUGGEST_PRIORS", value_delimiter = ' ', value_parser = parse_prior_override)]
+    pub suggest_priors: Vec<(String, String)>,
+
+    /// Least time between two suggested or scheduled posts of one platform.
+    #[arg(long, env = "PUNCTUAL_SUGGEST_MIN_GAP", default_value = "2h", value_parser = parse_duration)]
+    pub suggest_min_gap: Duration,
+
     /// How long shutdown waits for publish attempts in flight.
     #[arg(long, env = "PUNCTUAL_SHUTDOWN_GRACE", default_value = "10s", value_parser = parse_duration)]
     pub shutdown_grace: Duration,
 }
 
 impl ServeConfig {
+    /// The suggestion settings, with operator priors parsed.
+    pub fn suggest_config(&self) -> Result<SuggestConfig, String> {
+        let mut priors = HashMap::new();
+        for (platform, rules) in &self.suggest_priors {
+            priors.insert(
+                platform.clone(),
+                crate::domain::suggest::parse_prior(rules)?,
+            );
+        }
+        Ok(SuggestConfig {
+            priors,
+            min_gap: chrono::Duration::from_std(self.suggest_min_gap)
+                .map_err(|error| error.to_string())?,
+        })
+    }
+
     pub fn rate_limits(&self) -> HashMap<String, RateLimit> {
         self.rate_limits.iter().cloned().collect()
     }

@@ -36,7 +36,7 @@ use std::time::Duration;
 use clap::{Args, Subcommand, ValueEnum};
 use tonic::transport::{Channel, Endpoint};
 
-use crate::domain::time::TimeZone;
+use crate::domain::time::{DstPolicy, GapPolicy, OverlapPolicy, TimeZone};
 use crate::grpc::pb;
 use crate::grpc::pb::scheduler_client::SchedulerClient;
 pub use error::CliError;
@@ -301,8 +301,7 @@ impl DstArgs {
     }
 
     /// The same choice, for local times the CLI resolves itself.
-    pub fn policy(&self) -> crate::domain::time::DstPolicy {
-        use crate::domain::time::{DstPolicy, GapPolicy, OverlapPolicy};
+    pub fn policy(&self) -> DstPolicy {
         DstPolicy {
             gap: if self.shift_forward {
                 GapPolicy::ShiftForward

@@ -7,7 +7,7 @@ use std::future::Future;
 use clap::{ArgGroup, Args, ValueEnum};
 
 use super::json;
-use super::output::{Render, Table, View, fields, or_dash, print};
+use super::output::{OutputFormat, Render, Table, View, clean, fields, or_dash, print};
 use super::time::{parse_instant, show_exact, show_timestamp, to_timestamp};
 use super::{CliError, CommonArgs, DstArgs, Session, WeekdayArg};
 use crate::domain::time::DstPolicy;
@@ -409,8 +409,8 @@ pub async fn watch(session: &Session, args: WatchArgs) -> Result<(), CliError> {
             signal = &mut interrupted => return signal.map_err(CliError::from),
             message = events.message() => match message? {
                 Some(event) => print(&match session.output() {
-                    super::output::OutputFormat::Json => json::event(&event).to_string(),
-                    super::output::OutputFormat::Table => event_line(&event, session.view()),
+                    OutputFormat::Json => json::event(&event).to_string(),
+                    OutputFormat::Table => event_line(&event, session.view()),
                 })?,
                 None => return Ok(()),
             },
@@ -495,7 +495,7 @@ fn more_pages(next_page_token: &str) -> String {
     } else {
         format!(
             "\n(more: --page-token {}, or --all for every page)",
-            super::output::clean(next_page_token)
+            clean(next_page_token)
         )
     }
 }
@@ -633,7 +633,7 @@ pub fn event_line(event: &pb::ScheduleEvent, view: &View) -> String {
     } else {
         format!("{line}  ({})", post.last_error)
     };
-    super::output::clean(&line)
+    clean(&line)
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@
 use clap::{ArgGroup, Args, Subcommand, ValueEnum as _};
 
 use super::json;
-use super::output::{Render, Table, View};
+use super::output::{Render, Table, View, clean};
 use super::time::{parse_instant, show_timestamp, to_timestamp};
 use super::{CliError, CommonArgs, Session, WeekdayArg, weekday_label};
 use crate::domain::time::DstPolicy;
@@ -149,8 +149,8 @@ impl Render for pb::PostingSlots {
         };
         format!(
             "Posting slots of {} on {}{zone}:\n{}",
-            super::output::clean(&self.business_id),
-            super::output::clean(&self.platform),
+            clean(&self.business_id),
+            clean(&self.platform),
             table.render_or("No slots.")
         )
     }

@@ -154,6 +154,14 @@ impl PostingSchedule {
     }
 
     /// The zone the slots' local times are in.
+    /// No slots, in a zone.
+    pub fn empty(zone: TimeZone) -> Self {
+        Self {
+            zone,
+            slots: Vec::new(),
+        }
+    }
+
     pub fn zone(&self) -> TimeZone {
         self.zone
     }

@@ -6,11 +6,13 @@ use prost_types::value::Kind;
 
 use super::pb;
 use crate::domain::calendar::CalendarView;
+use crate::domain::slots::WeeklySlot;
+use crate::domain::suggest::Suggestion;
 use crate::domain::time::{DstPolicy, GapPolicy, OverlapPolicy, format_local};
 use crate::domain::{FieldError, Post, PostStatus};
 use crate::events::{EventKind, PostEvent};
 use crate::scheduler::{
-    Calendar, CalendarRequest, MissedPolicy, PatternKind, QueueStats, SchedulerError,
+    Calendar, CalendarRequest, MissedPolicy, PatternKind, QueueStats, SchedulerError, SlotsView,
 };
 use crate::stats::OnTime;
 use crate::storage::PauseRecord;
@@ -308,6 +310,44 @@ pub fn missed_policy(value: i32) -> ConvertResult<MissedPolicy> {
         Ok(Policy::KeepForReview) => Ok(MissedPolicy::KeepForReview),
         Ok(Policy::Skip) => Ok(MissedPolicy::Skip),
         Err(_) => Err(invalid("missed_policy", format!("unknown policy {value}"))),
+    }
+}
+
+pub fn slot_from_proto(index: usize, slot: &pb::PostingSlot) -> ConvertResult<WeeklySlot> {
+    let field = format!("slots[{index}]");
+    let weekday = weekday_from_proto(index, slot.weekday)
+        .map_err(|_| invalid(&field, format!("unknown weekday {}", slot.weekday)))?;
+    let time = crate::domain::time::parse_time_of_day(&slot.local_time)
+        .map_err(|error| invalid(&field, error.to_string()))?;
+    Ok(WeeklySlot { weekday, time })
+}
+
+pub fn slots_to_proto(view: &SlotsView) -> pb::PostingSlots {
+    pb::PostingSlots {
+        business_id: view.business_id.clone(),
+        platform: view.platform.clone(),
+        time_zone: view.schedule.zone().name().to_owned(),
+        slots: view
+            .schedule
+            .slots()
+            .iter()
+            .map(|slot| pb::PostingSlot {
+                weekday: weekday_to_proto(slot.weekday) as i32,
+                local_time: slot.time.format("%H:%M").to_string(),
+            })
+            .collect(),
+    }
+}
+
+pub fn suggestion_to_proto(
+    suggestion: &Suggestion,
+    zone: crate::domain::time::TimeZone,
+) -> pb::SuggestedTime {
+    pb::SuggestedTime {
+        time: Some(datetime_to_timestamp(suggestion.instant)),
+        local_time: format_local(suggestion.instant, zone),
+        score: suggestion.score,
+        reason: suggestion.reason.clone(),
     }
 }
 

@@ -182,6 +182,7 @@ impl pb::scheduler_server::Scheduler for SchedulerApi {
                 time_zone: recurrence.time_zone,
                 weekdays,
                 interval_hours: recurrence.interval_hours,
+                window_end: recurrence.window_end,
                 dst_policy: dst_policy(request.dst_gap_policy, request.dst_overlap_policy)?,
                 validate_only,
                 request_id: request.request_id,
@@ -332,29 +333,76 @@ impl pb::scheduler_server::Scheduler for SchedulerApi {
 
     async fn set_posting_slots(
         &self,
-        _request: Request<pb::SetPostingSlotsRequest>,
+        request: Request<pb::SetPostingSlotsRequest>,
     ) -> Result<Response<pb::PostingSlots>, Status> {
-        Err(Status::unimplemented("TODO"))
+        let request = request.into_inner();
+        let slots = request
+            .slots
+            .iter()
+            .enumerate()
+            .map(|(index, slot)| slot_from_proto(index, slot))
+            .collect::<Result<Vec<_>, _>>()?;
+        let view = self
+            .service
+            .set_slots(
+                &request.business_id,
+                &request.platform,
+                &request.time_zone,
+                slots,
+            )
+            .await?;
+        Ok(Response::new(slots_to_proto(&view)))
     }
 
     async fn get_posting_slots(
         &self,
-        _request: Request<pb::GetPostingSlotsRequest>,
+        request: Request<pb::GetPostingSlotsRequest>,
     ) -> Result<Response<pb::PostingSlots>, Status> {
-        Err(Status::unimplemented("TODO"))
+        let request = request.into_inner();
+        let view = self
+            .service
+            .get_slots(&request.business_id, &request.platform)
+            .await?;
+        Ok(Response::new(slots_to_proto(&view)))
     }
 
     async fn suggest_times(
         &self,
-        _request: Request<pb::SuggestTimesRequest>,
+        request: Request<pb::SuggestTimesRequest>,
     ) -> Result<Response<pb::SuggestTimesResponse>, Status> {
-        Err(Status::unimplemented("TODO"))
+        let request = request.into_inner();
+        let (zone, suggestions) = self
+            .service
+            .suggest_times(
+                &request.business_id,
+                &request.platform,
+                request.count,
+                optional_timestamp("from_time", request.from_time.as_ref())?,
+                optional_timestamp("to_time", request.to_time.as_ref())?,
+                &request.time_zone,
+            )
+            .await?;
+        Ok(Response::new(pb::SuggestTimesResponse {
+            suggestions: suggestions
+                .iter()
+                .map(|suggestion| suggestion_to_proto(suggestion, zone))
+                .collect(),
+        }))
     }
 
     async fn record_engagement(
         &self,
-        _request: Request<pb::RecordEngagementRequest>,
+        request: Request<pb::RecordEngagementRequest>,
     ) -> Result<Response<pb::RecordEngagementResponse>, Status> {
-        Err(Status::unimplemented("TODO"))
+        let request = request.into_inner();
+        self.service
+            .record_engagement(
+                &request.post_id,
+                request.impressions,
+                request.clicks,
+                request.reactions,
+            )
+            .await?;
+        Ok(Response::new(pb::RecordEngagementResponse {}))
     }
 }

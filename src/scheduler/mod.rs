@@ -22,10 +22,12 @@ use crate::domain::{
 };
 use crate::engine::EngineHandle;
 use crate::engine::gate::PauseGate;
-
-mod queue;
 use crate::events::{EventBus, EventKind};
 use crate::storage::{Expectation, ListCursor, ListFilter, PostPatch, Storage, StorageError};
+
+mod planning;
+mod queue;
+pub use planning::*;
 pub use queue::*;
 
 /// Errors a caller can act on. Mapped to a gRPC status in `grpc::status`.
@@ -155,6 +157,8 @@ pub struct BulkRequest {
     pub time_zone: String,
     pub weekdays: Vec<chrono::Weekday>,
     pub interval_hours: i32,
+    /// End of the daily window for DISTRIBUTE_ACROSS_WEEK without slots.
+    pub window_end: String,
     pub dst_policy: DstPolicy,
     pub validate_only: bool,
     pub request_id: String,
@@ -183,6 +187,10 @@ pub struct SchedulerService {
     clock: Arc<dyn Clock>,
     gate: Arc<PauseGate>,
     limits: Limits,
+    suggest_config: Arc<SuggestConfig>,
+    /// Held from choosing a free slot until the post is saved, so two
+    /// requests of this process never pick the same slot.
+    slot_lock: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl SchedulerService {
@@ -201,7 +209,14 @@ impl SchedulerService {
             clock,
             gate,
             limits,
+            suggest_config: Arc::default(),
+            slot_lock: Arc::default(),
         }
+    }
+
+    pub fn with_suggest_config(mut self, config: SuggestConfig) -> Self {
+        self.suggest_config = Arc::new(config);
+        self
     }
 
     pub fn events(&self) -> &EventBus {
@@ -209,6 +224,10 @@ impl SchedulerService {
     }
 
     pub async fn create(&self, request: CreateRequest) -> Result<Post, SchedulerError> {
+        let _slot_guard = match request.when {
+            Some(When::NextFreeSlot) => Some(self.slot_lock.lock().await),
+            _ => None,
+        };
         let now = self.clock.now();
         let business_id = ExternalId::parse("business_id", &request.business_id)?;
         let content_id = ExternalId::parse("content_id", &request.content_id)?;
@@ -235,7 +254,10 @@ impl SchedulerService {
                 (self.check_instant("local_time", instant, now)?, zone)
             }
             Some(When::NextFreeSlot) => {
-                return Err(invalid("next_free_slot", "TODO"));
+                let (instant, zone) = self
+                    .next_free_slot(business_id.as_str(), platform.as_str(), now)
+                    .await?;
+                (self.check_instant("next_free_slot", instant, now)?, zone)
             }
         };
         let post = new_post(
@@ -430,6 +452,10 @@ impl SchedulerService {
     /// Schedules one post per content id on consecutive occurrences of the
     /// recurrence. All or nothing; with `validate_only` nothing is saved.
     pub async fn bulk(&self, request: BulkRequest) -> Result<Vec<Post>, SchedulerError> {
+        let _slot_guard = match request.pattern {
+            Some(PatternKind::DistributeAcrossWeek) => Some(self.slot_lock.lock().await),
+            _ => None,
+        };
         let now = self.clock.now();
         let business_id = ExternalId::parse("business_id", &request.business_id)?;
         let platform = Platform::parse("platform", &request.platform)?;
@@ -454,26 +480,15 @@ impl SchedulerService {
             .enumerate()
             .map(|(index, id)| ExternalId::parse(&format!("content_ids[{index}]"), id))
             .collect::<Result<Vec<_>, _>>()?;
-        let recurrence = parse_recurrence(&request)?;
-        let occurrences =
-            recurrence
-                .occurrences(content_ids.len())
-                .map_err(|error| match error {
-                    RecurrenceError::NoWeekdays => {
-                        invalid("recurrence.weekdays", error.to_string())
-                    }
-                    RecurrenceError::IntervalOutOfRange(_) => {
-                        invalid("recurrence.interval_hours", error.to_string())
-                    }
-                    other => invalid("recurrence", other.to_string()),
-                })?;
-        let zone = parse_zone(&request.time_zone)?;
+        let (zone, planned) = self
+            .plan_bulk(&request, &business_id, &platform, content_ids.len(), now)
+            .await?;
         let mut posts = Vec::with_capacity(content_ids.len());
-        for (index, (content_id, occurrence)) in
-            content_ids.into_iter().zip(occurrences).enumerate()
+        for (index, (content_id, (instant, local))) in
+            content_ids.into_iter().zip(planned).enumerate()
         {
-            let field = format!("recurrence (occurrence {index}, {})", occurrence.local);
-            let instant = self.check_instant(&field, occurrence.instant, now)?;
+            let field = format!("recurrence (occurrence {index}, {local})");
+            let instant = self.check_instant(&field, instant, now)?;
             let post_request_id = request_id
                 .as_ref()
                 .map(|id| format!("{}#{index}", id.as_str()));
@@ -765,12 +780,12 @@ pub(crate) fn non_empty(input: &str) -> Option<String> {
     (!trimmed.is_empty()).then(|| trimmed.to_owned())
 }
 
-fn parse_recurrence(request: &BulkRequest) -> Result<Recurrence, SchedulerError> {
+pub(crate) fn parse_recurrence(request: &BulkRequest) -> Result<Recurrence, SchedulerError> {
     let pattern = match request.pattern {
         None => {
             return Err(invalid(
                 "recurrence.pattern",
-                "is required: DAILY, WEEKDAYS, WEEKLY or EVERY_N_HOURS",
+                "is required: DAILY, WEEKDAYS, WEEKLY, EVERY_N_HOURS or DISTRIBUTE_ACROSS_WEEK",
             ));
         }
         Some(PatternKind::Daily) => Pattern::Daily,
@@ -798,15 +813,18 @@ fn parse_recurrence(request: &BulkRequest) -> Result<Recurrence, SchedulerError>
         .map_err(|error| invalid("recurrence.local_time", error.to_string()))?;
     let zone = TimeZone::parse(&request.time_zone)
         .map_err(|error| invalid("recurrence.time_zone", error.to_string()))?;
-    Recurrence::new(pattern, start_date, time_of_day, zone, request.dst_policy).map_err(|error| {
-        match error {
-            RecurrenceError::NoWeekdays => invalid("recurrence.weekdays", error.to_string()),
-            RecurrenceError::IntervalOutOfRange(_) => {
-                invalid("recurrence.interval_hours", error.to_string())
-            }
-            other => invalid("recurrence", other.to_string()),
+    Recurrence::new(pattern, start_date, time_of_day, zone, request.dst_policy)
+        .map_err(recurrence_error)
+}
+
+pub(crate) fn recurrence_error(error: RecurrenceError) -> SchedulerError {
+    match error {
+        RecurrenceError::NoWeekdays => invalid("recurrence.weekdays", error.to_string()),
+        RecurrenceError::IntervalOutOfRange(_) => {
+            invalid("recurrence.interval_hours", error.to_string())
         }
-    })
+        other => invalid("recurrence", other.to_string()),
+    }
 }
 
 /// The post's instant as wall-clock time in its zone.

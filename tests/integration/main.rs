@@ -3,6 +3,7 @@
 //! `PUNCTUAL_TEST_DATABASE_URL=postgres://…` is set.
 
 mod helpers;
+mod planning;
 mod queue;
 
 use std::sync::Arc;
