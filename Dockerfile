@@ -12,8 +12,8 @@ FROM debian:bookworm-slim
 RUN apt-get update \
     && apt-get install -y --no-install-recommends ca-certificates \
     && rm -rf /var/lib/apt/lists/* \
-    && groupadd --system punctual \
-    && useradd --system --gid punctual --home-dir /var/lib/punctual --shell /usr/sbin/nologin punctual \
+    && groupadd --system --gid 10001 punctual \
+    && useradd --system --uid 10001 --gid punctual --home-dir /var/lib/punctual --shell /usr/sbin/nologin punctual \
     && install -d -o punctual -g punctual -m 0750 /var/lib/punctual
 COPY --from=builder /out/punctual /usr/local/bin/punctual
 
