@@ -19,6 +19,7 @@ pub enum EventKind {
     Published,
     RetryScheduled,
     DeadLettered,
+    Discarded,
 }
 
 #[derive(Debug, Clone)]

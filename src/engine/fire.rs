@@ -67,18 +67,10 @@ async fn claim_batch(
     attempts: &TaskTracker,
 ) {
     let now = context.clock.now();
-    let mut due = HashMap::with_capacity(batch.len());
-    for (entry, permit) in batch {
-        let lateness = (now - entry.due).to_std().unwrap_or_default();
-        if lateness > context.config.missed_fire_window {
-            dead_letter_missed(context, entry, now, lateness).await;
-        } else {
-            due.insert(entry.id, (entry, permit));
-        }
-    }
-    if due.is_empty() {
-        return;
-    }
+    let mut due: HashMap<PostId, _> = batch
+        .into_iter()
+        .map(|(entry, permit)| (entry.id, (entry, permit)))
+        .collect();
     let ids: Vec<PostId> = due.keys().copied().collect();
     let mut claimed = match context.storage.claim_many(&ids, now).await {
         Ok(claimed) => claimed,
@@ -117,6 +109,13 @@ async fn start_attempt(
         give_back(context, &claimed, claimed.next_attempt_at, now).await;
         return;
     };
+    // Checked after the claim, which skips paused posts: a post held by a
+    // pause is settled by the resume's policy, not dead-lettered here.
+    let lateness = (now - claimed.next_attempt_at).to_std().unwrap_or_default();
+    if lateness > context.config.missed_fire_window {
+        dead_letter_missed(context, &claimed, now, lateness).await;
+        return;
+    }
     let allowed_at =
         context
             .limiter
@@ -141,7 +140,6 @@ async fn start_attempt(
         Some(PostStatus::pending_after(claimed.attempts - 1)),
         now,
     );
-    let lateness = (now - claimed.next_attempt_at).to_std().unwrap_or_default();
     let context = Arc::clone(context);
     attempts.spawn(async move {
         publish(&context, claimed, now, lateness).await;
@@ -242,28 +240,33 @@ async fn reconcile(context: &FireContext, entry: DueEntry) {
     }
 }
 
+/// A claimed post found later than the missed-fire window (e.g. after
+/// downtime) is kept for review instead of published late. The claim is
+/// not counted as an attempt.
 async fn dead_letter_missed(
     context: &FireContext,
-    entry: DueEntry,
+    claimed: &Post,
     now: DateTime<Utc>,
     lateness: Duration,
 ) {
     let reason = format!(
         "missed: due at {} but the service could only fire it {}s late (missed-fire window {}s)",
-        entry.due.to_rfc3339(),
+        claimed.next_attempt_at.to_rfc3339(),
         lateness.as_secs(),
         context.config.missed_fire_window.as_secs()
     );
+    let attempts = claimed.attempts.saturating_sub(1);
     let patch = PostPatch {
         status: Some(PostStatus::DeadLettered),
+        attempts: Some(attempts),
         last_error: Some(Some(reason)),
         ..PostPatch::default()
     };
     let expected = Expectation {
-        id: entry.id,
-        version: None,
-        statuses: &PostStatus::PENDING,
-        due_by: Some(now),
+        id: claimed.id,
+        version: Some(claimed.version),
+        statuses: &[PostStatus::Publishing],
+        due_by: None,
     };
     match context
         .storage
@@ -272,14 +275,14 @@ async fn dead_letter_missed(
     {
         Ok(Some(post)) => {
             tracing::warn!(post.id = %post.id, lateness_ms = lateness.as_millis() as u64, "post missed its instant; dead-lettered");
-            let previous = PostStatus::pending_after(post.attempts);
+            let previous = PostStatus::pending_after(attempts);
             context
                 .events
                 .emit(EventKind::DeadLettered, post, Some(previous), now);
         }
-        Ok(None) => reconcile(context, entry).await,
+        Ok(None) => {}
         Err(error) => {
-            tracing::error!(post.id = %entry.id, %error, "could not dead-letter a missed post")
+            tracing::error!(post.id = %claimed.id, %error, "could not dead-letter a missed post; it is recovered at the next start")
         }
     }
 }
@@ -352,7 +355,7 @@ async fn record_outcome(
     let mut history = claimed.attempt_history.clone();
     history.push(AttemptRecord {
         attempt: claimed.attempts,
-        started_at: attempt.started_at,
+        started_at: crate::domain::truncate_to_micros(attempt.started_at),
         latency_ms: u64::try_from(attempt.latency.as_millis()).unwrap_or(u64::MAX),
         http_status,
         outcome: attempt_outcome,

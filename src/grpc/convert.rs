@@ -407,6 +407,7 @@ pub fn event_to_proto(event: &PostEvent) -> pb::ScheduleEvent {
         EventKind::Published => Type::Published,
         EventKind::RetryScheduled => Type::RetryScheduled,
         EventKind::DeadLettered => Type::DeadLettered,
+        EventKind::Discarded => Type::Discarded,
     };
     pb::ScheduleEvent {
         r#type: kind as i32,

@@ -117,6 +117,7 @@ impl SchedulerService {
             status: Some(PostStatus::Scheduled),
             attempts: Some(0),
             next_attempt_at: Some(due),
+            last_error: Some(None),
             ..PostPatch::default()
         };
         let requeued = self
@@ -153,7 +154,7 @@ impl SchedulerService {
             .transition(&current, &[PostStatus::DeadLettered], &patch, now)
             .await?;
         self.events.emit(
-            EventKind::Cancelled,
+            EventKind::Discarded,
             discarded.clone(),
             Some(PostStatus::DeadLettered),
             now,

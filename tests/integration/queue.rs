@@ -447,3 +447,44 @@ async fn the_calendar_places_posts_on_their_local_days() {
     assert_eq!(error.code(), Code::InvalidArgument);
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_post_held_by_a_pause_is_not_dead_lettered_as_missed() {
+    let app = spawn_app().await;
+    app.client
+        .clone()
+        .pause_queue(pb::PauseQueueRequest {
+            business_id: "held".into(),
+            platform: String::new(),
+        })
+        .await
+        .unwrap();
+    let post = app.create(post_at("held", in_millis(200))).await;
+    let (database, receiver) = app.stop().await;
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let app = start(
+        database,
+        receiver,
+        Arc::new(punctual::clock::SystemClock),
+        |config| {
+            config.missed_fire_window = Duration::from_secs(1);
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        app.get(&post.id).await.status,
+        Status::Scheduled as i32,
+        "the pause, not the missed-fire window, decides"
+    );
+    app.client
+        .clone()
+        .resume_queue(pb::ResumeQueueRequest {
+            business_id: "held".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    app.wait_for_status(&post.id, Status::Published).await;
+    app.stop().await;
+}
