@@ -34,7 +34,7 @@ const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqli
 const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
 
 /// Rows per INSERT statement: keeps a bulk insert under both backends' limits
-/// on bound parameters (17 columns × 1,000 rows).
+/// on bound parameters (18 columns × 1,000 rows; SQLite allows 32,766).
 const INSERT_CHUNK_ROWS: usize = 1_000;
 
 type SqliteConnection = SyncConnectionWrapper<diesel::SqliteConnection>;
@@ -288,10 +288,13 @@ impl Storage {
                 let mut conn = pool.get().await?;
                 conn.spawn_blocking(move |conn| {
                     conn.immediate_transaction(|conn| {
-                        diesel::RunQueryDsl::execute(
-                            diesel::insert_into(posts::table).values(&rows),
-                            conn,
-                        )
+                        for chunk in rows.chunks(INSERT_CHUNK_ROWS) {
+                            diesel::RunQueryDsl::execute(
+                                diesel::insert_into(posts::table).values(chunk),
+                                conn,
+                            )?;
+                        }
+                        Ok::<_, DieselError>(())
                     })
                 })
                 .await?;

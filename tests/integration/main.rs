@@ -997,3 +997,40 @@ async fn a_post_beyond_the_horizon_is_read_in_and_fires_on_time() {
     );
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bulk_request_of_the_largest_size_is_saved_whole() {
+    let app = spawn_app().await;
+    let mut request = bulk(
+        pb::recurrence::Pattern::EveryNHours,
+        "2027-06-01",
+        "00:00",
+        "UTC",
+        10_000,
+    );
+    if let Some(recurrence) = request.recurrence.as_mut() {
+        recurrence.interval_hours = 1;
+    }
+    let response = app
+        .client
+        .clone()
+        .bulk_schedule(request)
+        .await
+        .expect("bulk of 10,000")
+        .into_inner();
+    assert_eq!(response.schedules.len(), 10_000);
+    let page = app
+        .client
+        .clone()
+        .list_schedules(pb::ListSchedulesRequest {
+            business_id: "bulk-biz".into(),
+            page_size: 1,
+            from_time: response.schedules[9_999].scheduled_for,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(page.schedules[0].id, response.schedules[9_999].id);
+    app.stop().await;
+}
