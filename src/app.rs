@@ -111,6 +111,7 @@ impl Application {
                 horizon: config.lookahead_horizon,
                 missed_fire_window: config.missed_fire_window,
                 max_concurrent_publishes: config.max_concurrent_publishes,
+                claim_lead: config.claim_lead,
                 retry: RetryPolicy {
                     max_attempts: config.max_attempts,
                     base_delay: config.retry_base_delay,

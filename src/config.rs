@@ -125,6 +125,11 @@ pub struct ServeConfig {
     #[arg(long, env = "PUNCTUAL_MAX_CONCURRENT_PUBLISHES", default_value_t = 64)]
     pub max_concurrent_publishes: usize,
 
+    /// Posts are claimed in the database this long before their instant and
+    /// published exactly at it; meanwhile they can no longer be edited.
+    #[arg(long, env = "PUNCTUAL_CLAIM_LEAD", default_value = "25ms", value_parser = parse_duration)]
+    pub claim_lead: Duration,
+
     /// A post found due longer ago than this (e.g. after downtime) is
     /// dead-lettered with the reason `missed` instead of published late.
     #[arg(long, env = "PUNCTUAL_MISSED_FIRE_WINDOW", default_value = "1h", value_parser = parse_duration)]

@@ -22,10 +22,13 @@ const RECORD_ATTEMPTS: u32 = 5;
 const CLAIM_BATCH: usize = 256;
 
 /// The one task that claims due posts, in the order their timers fire, a
-/// batch per database round trip. Claiming in one place keeps rate limits
-/// in instant order and spares SQLite from writers queueing for its lock;
-/// publishing then runs concurrently, one permit per post, so at most
-/// `max_concurrent_publishes` posts are `PUBLISHING` at once.
+/// batch per database round trip. Timers fire `claim_lead` before the
+/// instant, so the claim's round trip is off the fire path: a claimed post
+/// waits for its exact instant, then takes one of the
+/// `max_concurrent_publishes` permits and is published. Claiming in one
+/// place keeps rate limits in instant order and spares SQLite from writers
+/// queueing for its lock. A claim slot bounds how many posts are claimed
+/// and not yet finished.
 pub(super) async fn claim_due_posts(
     context: Arc<FireContext>,
     mut ready: mpsc::UnboundedReceiver<DueEntry>,
@@ -41,7 +44,7 @@ pub(super) async fn claim_due_posts(
             _ = context.stopping.cancelled() => return,
         };
         let first_permit = tokio::select! {
-            permit = Arc::clone(&context.permits).acquire_owned() => match permit {
+            permit = Arc::clone(&context.claim_slots).acquire_owned() => match permit {
                 Ok(permit) => permit,
                 Err(_) => return,
             },
@@ -49,7 +52,7 @@ pub(super) async fn claim_due_posts(
         };
         let mut batch = vec![(first, first_permit)];
         while batch.len() < CLAIM_BATCH {
-            let Ok(permit) = Arc::clone(&context.permits).try_acquire_owned() else {
+            let Ok(permit) = Arc::clone(&context.claim_slots).try_acquire_owned() else {
                 break;
             };
             match ready.try_recv() {
@@ -67,12 +70,13 @@ async fn claim_batch(
     attempts: &TaskTracker,
 ) {
     let now = context.clock.now();
+    let lead = chrono::Duration::from_std(context.config.claim_lead).unwrap_or_default();
     let mut due: HashMap<PostId, _> = batch
         .into_iter()
         .map(|(entry, permit)| (entry.id, (entry, permit)))
         .collect();
     let ids: Vec<PostId> = due.keys().copied().collect();
-    let mut claimed = match context.storage.claim_many(&ids, now).await {
+    let mut claimed = match context.storage.claim_many(&ids, now + lead, now).await {
         Ok(claimed) => claimed,
         Err(error) => {
             tracing::error!(posts = ids.len(), %error, "claim failed; retrying in 1 s");
@@ -100,7 +104,7 @@ async fn claim_batch(
 async fn start_attempt(
     context: &Arc<FireContext>,
     claimed: Post,
-    permit: OwnedSemaphorePermit,
+    claim_slot: OwnedSemaphorePermit,
     now: DateTime<Utc>,
     attempts: &TaskTracker,
 ) {
@@ -116,11 +120,14 @@ async fn start_attempt(
         dead_letter_missed(context, &claimed, now, lateness).await;
         return;
     }
-    let allowed_at =
-        context
-            .limiter
-            .reserve(claimed.id, &claimed.business_id, &claimed.platform, now);
-    if allowed_at > now {
+    let publish_at = claimed.next_attempt_at.max(now);
+    let allowed_at = context.limiter.reserve(
+        claimed.id,
+        &claimed.business_id,
+        &claimed.platform,
+        publish_at,
+    );
+    if allowed_at > publish_at {
         tracing::debug!(post.id = %claimed.id, allowed_at = %allowed_at, "rate limited; deferred");
         if give_back(context, &claimed, allowed_at, now).await {
             context.handle.arm(claimed.id, allowed_at);
@@ -134,18 +141,43 @@ async fn start_attempt(
         }
         return;
     }
-    context.events.emit(
-        EventKind::Publishing,
-        claimed.clone(),
-        Some(PostStatus::pending_after(claimed.attempts - 1)),
-        now,
-    );
     let context = Arc::clone(context);
     attempts.spawn(async move {
-        publish(&context, claimed, now, lateness).await;
+        wait_for_instant(&context, claimed.next_attempt_at).await;
+        // The semaphore is never closed.
+        let Ok(_publish_permit) = context.permits.acquire().await else {
+            return;
+        };
+        let started = context.clock.now();
+        context.events.emit(
+            EventKind::Publishing,
+            claimed.clone(),
+            Some(PostStatus::pending_after(claimed.attempts - 1)),
+            started,
+        );
+        let lateness = (started - claimed.next_attempt_at)
+            .to_std()
+            .unwrap_or_default();
+        publish(&context, claimed, started, lateness).await;
         drop(in_flight);
-        drop(permit);
+        drop(claim_slot);
     });
+}
+
+/// Sleeps until the wall clock reaches `instant`. The timer only estimates
+/// when that is, so the clock is read again after each sleep: a clock
+/// stepped back makes this wait longer, never publish early.
+async fn wait_for_instant(context: &FireContext, instant: DateTime<Utc>) {
+    loop {
+        let remaining = instant - context.clock.now();
+        let Ok(remaining) = remaining.to_std() else {
+            return;
+        };
+        if remaining.is_zero() {
+            return;
+        }
+        tokio::time::sleep(remaining).await;
+    }
 }
 
 /// One call to the publisher and the recording of its outcome.

@@ -37,6 +37,9 @@ use limits::RateLimiter;
 /// inside that.
 pub const MAX_HORIZON: Duration = Duration::from_secs(700 * 24 * 3600);
 
+/// Posts that may be claimed ahead of publishing, at least.
+const MIN_CLAIM_SLOTS: usize = 1_024;
+
 /// Rows per read when loading timers.
 const LOAD_PAGE: i64 = 5_000;
 
@@ -49,6 +52,10 @@ pub struct EngineConfig {
     pub missed_fire_window: Duration,
     /// At most this many publish attempts run at once.
     pub max_concurrent_publishes: usize,
+    /// Posts are claimed this long before their instant, so the database
+    /// round trip is done when the instant comes; during it a post can no
+    /// longer be edited or cancelled.
+    pub claim_lead: Duration,
     pub retry: RetryPolicy,
     /// How long shutdown waits for attempts in flight.
     pub shutdown_grace: Duration,
@@ -62,6 +69,7 @@ impl Default for EngineConfig {
             horizon: Duration::from_secs(3600),
             missed_fire_window: Duration::from_secs(3600),
             max_concurrent_publishes: 64,
+            claim_lead: Duration::from_millis(25),
             retry: RetryPolicy::default(),
             shutdown_grace: Duration::from_secs(10),
             rate_limits: HashMap::new(),
@@ -116,7 +124,10 @@ struct FireContext {
     clock: Arc<dyn Clock>,
     config: EngineConfig,
     handle: EngineHandle,
-    permits: Arc<Semaphore>,
+    /// Bounds concurrent calls to the publisher.
+    permits: Semaphore,
+    /// Bounds posts claimed and not yet finished.
+    claim_slots: Arc<Semaphore>,
     gate: Arc<PauseGate>,
     limiter: RateLimiter,
     /// Cancelled when the engine stops: attempts not yet started stay
@@ -158,7 +169,14 @@ impl Engine {
         };
         let horizon_end = clock.now();
         let (ready, ready_receiver) = mpsc::unbounded_channel();
-        let permits = Arc::new(Semaphore::new(config.max_concurrent_publishes.max(1)));
+        let permits = Semaphore::new(config.max_concurrent_publishes.max(1));
+        let claim_slots = Arc::new(Semaphore::new(
+            config
+                .max_concurrent_publishes
+                .max(1)
+                .saturating_mul(16)
+                .max(MIN_CLAIM_SLOTS),
+        ));
         let limiter = RateLimiter::new(config.rate_limits.clone());
         Self {
             context: Arc::new(FireContext {
@@ -169,6 +187,7 @@ impl Engine {
                 config,
                 handle,
                 permits,
+                claim_slots,
                 gate,
                 limiter,
                 stopping: CancellationToken::new(),
@@ -254,7 +273,10 @@ impl Engine {
             }
             return;
         }
-        let deadline = self.context.clock.deadline_for(entry.due);
+        let deadline = self
+            .context
+            .clock
+            .deadline_for(entry.due - self.claim_lead());
         match self.timers.get_mut(&entry.id) {
             Some((key, due)) => {
                 if replace && *due != entry.due {
@@ -274,7 +296,7 @@ impl Engine {
             return;
         };
         // The wall clock may have been stepped back since the timer was set.
-        if self.context.clock.now() < due {
+        if self.context.clock.now() + self.claim_lead() < due {
             self.arm(DueEntry { id, due }, true);
             return;
         }
@@ -297,6 +319,10 @@ impl Engine {
         let context = Arc::clone(&self.context);
         self.attempts
             .spawn(async move { load_timers(&context, from, until).await });
+    }
+
+    fn claim_lead(&self) -> chrono::Duration {
+        chrono::Duration::from_std(self.context.config.claim_lead).unwrap_or_default()
     }
 
     /// Timers currently held, for tests and metrics.

@@ -484,22 +484,24 @@ impl Storage {
     }
 
     /// Claims due posts for an attempt: `PUBLISHING`, one more attempt, new
-    /// version. A post no longer pending, not due by `now` (edited,
+    /// version. A post no longer pending, not due by `due_by` (edited,
     /// cancelled, or claimed already) or paused is left out, so a post is
     /// never published early and never twice by this node.
     pub async fn claim_many(
         &self,
         ids: &[PostId],
+        due_by: DateTime<Utc>,
         now: DateTime<Utc>,
     ) -> Result<Vec<Post>, StorageError> {
         let ids: Vec<String> = ids.iter().map(PostId::to_string).collect();
+        let due_by_us = micros(due_by);
         let now_us = micros(now);
         let pending: Vec<&str> = PostStatus::PENDING.iter().map(|s| s.as_str()).collect();
         let rows: Vec<PostRow> = with_connection!(self, |conn| {
             diesel::update(posts::table)
                 .filter(posts::id.eq_any(&ids))
                 .filter(posts::status.eq_any(&pending))
-                .filter(posts::next_attempt_at_us.le(now_us))
+                .filter(posts::next_attempt_at_us.le(due_by_us))
                 .filter(diesel::dsl::not(diesel::dsl::exists(
                     schema::queue_pauses::table
                         .filter(schema::queue_pauses::business_id.eq(posts::business_id))
