@@ -127,7 +127,7 @@ pub struct ServeConfig {
 
     /// Posts are claimed in the database this long before their instant and
     /// published exactly at it; meanwhile they can no longer be edited.
-    #[arg(long, env = "PUNCTUAL_CLAIM_LEAD", default_value = "25ms", value_parser = parse_duration)]
+    #[arg(long, env = "PUNCTUAL_CLAIM_LEAD", default_value = "100ms", value_parser = parse_duration)]
     pub claim_lead: Duration,
 
     /// A post found due longer ago than this (e.g. after downtime) is

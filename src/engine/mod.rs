@@ -69,7 +69,7 @@ impl Default for EngineConfig {
             horizon: Duration::from_secs(3600),
             missed_fire_window: Duration::from_secs(3600),
             max_concurrent_publishes: 64,
-            claim_lead: Duration::from_millis(25),
+            claim_lead: Duration::from_millis(100),
             retry: RetryPolicy::default(),
             shutdown_grace: Duration::from_secs(10),
             rate_limits: HashMap::new(),
