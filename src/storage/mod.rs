@@ -11,6 +11,7 @@ mod rows;
 mod schema;
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -137,6 +138,28 @@ macro_rules! with_connection {
     };
 }
 
+/// Like [`with_connection!`], for statements that write. SQLite takes one
+/// writer at a time; writers queueing here, instead of in SQLite's busy
+/// handler (which sleeps in steps of milliseconds), keep writes prompt
+/// under contention.
+macro_rules! with_write_connection {
+    ($storage:expr, |$conn:ident| $body:expr) => {
+        match &$storage.pool {
+            Pool::Sqlite(pool) => {
+                let _writer = $storage.sqlite_writer.lock().await;
+                let mut pooled = pool.get().await?;
+                let $conn: &mut SqliteConnection = &mut pooled;
+                $body
+            }
+            Pool::Postgres(pool) => {
+                let mut pooled = pool.get().await?;
+                let $conn: &mut AsyncPgConnection = &mut pooled;
+                $body
+            }
+        }
+    };
+}
+
 /// Filters of a listing, already validated.
 #[derive(Debug, Clone, Default)]
 pub struct ListFilter {
@@ -214,6 +237,8 @@ impl Default for StorageOptions {
 #[derive(Clone)]
 pub struct Storage {
     pool: Pool,
+    /// Serialises this process's SQLite writes (unused on PostgreSQL).
+    sqlite_writer: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Storage {
@@ -226,7 +251,10 @@ impl Storage {
                 Pool::Postgres(build_pool(manager, options)?)
             }
         };
-        let storage = Self { pool };
+        let storage = Self {
+            pool,
+            sqlite_writer: Arc::default(),
+        };
         storage.run_migrations().await?;
         Ok(storage)
     }
@@ -269,7 +297,7 @@ impl Storage {
     /// [`StorageError::DuplicateRequest`] and inserts nothing.
     pub async fn insert(&self, post: &Post) -> Result<(), StorageError> {
         let row = PostRow::from_post(post);
-        with_connection!(self, |conn| {
+        with_write_connection!(self, |conn| {
             diesel::insert_into(posts::table)
                 .values(&row)
                 .execute(conn)
@@ -285,6 +313,7 @@ impl Storage {
             Pool::Sqlite(pool) => {
                 // diesel-async cannot batch-insert into SQLite; the synchronous
                 // connection can, on a blocking thread, in one write transaction.
+                let _writer = self.sqlite_writer.lock().await;
                 let mut conn = pool.get().await?;
                 conn.spawn_blocking(move |conn| {
                     conn.immediate_transaction(|conn| {
@@ -411,7 +440,7 @@ impl Storage {
         // statement shape serves every call.
         let version = expected.version;
         let due_by_us = expected.due_by.map(micros).unwrap_or(i64::MAX);
-        let row: Option<PostRow> = with_connection!(self, |conn| {
+        let row: Option<PostRow> = with_write_connection!(self, |conn| {
             let statement = diesel::update(posts::table)
                 .filter(posts::id.eq(&id))
                 .filter(posts::status.eq_any(&statuses))
@@ -497,7 +526,7 @@ impl Storage {
         let due_by_us = micros(due_by);
         let now_us = micros(now);
         let pending: Vec<&str> = PostStatus::PENDING.iter().map(|s| s.as_str()).collect();
-        let rows: Vec<PostRow> = with_connection!(self, |conn| {
+        let rows: Vec<PostRow> = with_write_connection!(self, |conn| {
             diesel::update(posts::table)
                 .filter(posts::id.eq_any(&ids))
                 .filter(posts::status.eq_any(&pending))
@@ -530,7 +559,7 @@ impl Storage {
     pub async fn recover_interrupted(&self, now: DateTime<Utc>) -> Result<Vec<Post>, StorageError> {
         let now_us = micros(now);
         let message = "previous attempt was interrupted by a restart";
-        let rows: Vec<PostRow> = with_connection!(self, |conn| {
+        let rows: Vec<PostRow> = with_write_connection!(self, |conn| {
             let mut recovered: Vec<PostRow> = diesel::update(posts::table)
                 .filter(posts::status.eq(PostStatus::Publishing.as_str()))
                 .filter(posts::attempts.le(1))
@@ -652,7 +681,7 @@ impl Storage {
             queue_pauses::platform.eq(pause.platform.as_deref().unwrap_or("")),
             queue_pauses::pause_time_us.eq(micros(pause.paused_at)),
         );
-        with_connection!(self, |conn| {
+        with_write_connection!(self, |conn| {
             diesel::insert_into(queue_pauses::table)
                 .values(values)
                 .on_conflict_do_nothing()
@@ -670,7 +699,7 @@ impl Storage {
         platform: Option<&str>,
     ) -> Result<Vec<PauseRecord>, StorageError> {
         use schema::queue_pauses;
-        let rows: Vec<(String, String, i64)> = with_connection!(self, |conn| {
+        let rows: Vec<(String, String, i64)> = with_write_connection!(self, |conn| {
             match platform {
                 Some(platform) => {
                     diesel::delete(
@@ -855,7 +884,7 @@ impl Storage {
             posting_slots::slots.eq(&record.slots),
             posting_slots::update_time_us.eq(micros(now)),
         );
-        with_connection!(self, |conn| {
+        with_write_connection!(self, |conn| {
             diesel::insert_into(posting_slots::table)
                 .values(values)
                 .on_conflict((posting_slots::business_id, posting_slots::platform))
@@ -906,7 +935,7 @@ impl Storage {
             engagement::reactions.eq(record.reactions),
             engagement::record_time_us.eq(micros(now)),
         );
-        with_connection!(self, |conn| {
+        with_write_connection!(self, |conn| {
             diesel::insert_into(engagement::table)
                 .values(values)
                 .on_conflict(engagement::post_id)
