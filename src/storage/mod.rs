@@ -239,6 +239,67 @@ pub struct Storage {
     pool: Pool,
     /// Serialises this process's SQLite writes (unused on PostgreSQL).
     sqlite_writer: Arc<tokio::sync::Mutex<()>>,
+    /// Inserts waiting for the next SQLite group commit.
+    sqlite_inserts: Arc<std::sync::Mutex<Vec<PendingInsert>>>,
+}
+
+/// An insert queued for a group commit, and where its result goes.
+struct PendingInsert {
+    row: PostRow,
+    done: tokio::sync::oneshot::Sender<Result<(), StorageError>>,
+}
+
+fn lock_queue(
+    queue: &std::sync::Mutex<Vec<PendingInsert>>,
+) -> std::sync::MutexGuard<'_, Vec<PendingInsert>> {
+    // Pushing and taking cannot leave the queue half-changed.
+    queue
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+async fn commit_group(pool: &DeadPool<SqliteConnection>, batch: Vec<PendingInsert>) {
+    let (rows, senders): (Vec<PostRow>, Vec<_>) = batch
+        .into_iter()
+        .map(|pending| (pending.row, pending.done))
+        .unzip();
+    let outcome = async {
+        let mut conn = pool.get().await?;
+        let results = conn
+            .spawn_blocking(move |conn| {
+                conn.immediate_transaction(|conn| {
+                    let results: Vec<Result<(), DieselError>> = rows
+                        .iter()
+                        .map(|row| {
+                            conn.transaction(|conn| {
+                                diesel::RunQueryDsl::execute(
+                                    diesel::insert_into(posts::table).values(row),
+                                    conn,
+                                )
+                                .map(|_| ())
+                            })
+                        })
+                        .collect();
+                    Ok::<_, DieselError>(results)
+                })
+            })
+            .await?;
+        Ok::<_, StorageError>(results)
+    }
+    .await;
+    match outcome {
+        Ok(results) => {
+            for (done, result) in senders.into_iter().zip(results) {
+                let _ = done.send(result.map_err(StorageError::from));
+            }
+        }
+        Err(error) => {
+            let message = error.to_string();
+            for done in senders {
+                let _ = done.send(Err(StorageError::Unavailable(message.clone())));
+            }
+        }
+    }
 }
 
 impl Storage {
@@ -254,6 +315,7 @@ impl Storage {
         let storage = Self {
             pool,
             sqlite_writer: Arc::default(),
+            sqlite_inserts: Arc::default(),
         };
         storage.run_migrations().await?;
         Ok(storage)
@@ -297,13 +359,52 @@ impl Storage {
     /// [`StorageError::DuplicateRequest`] and inserts nothing.
     pub async fn insert(&self, post: &Post) -> Result<(), StorageError> {
         let row = PostRow::from_post(post);
-        with_write_connection!(self, |conn| {
-            diesel::insert_into(posts::table)
-                .values(&row)
-                .execute(conn)
-                .await?;
-        });
-        Ok(())
+        match &self.pool {
+            Pool::Sqlite(pool) => self.insert_grouped(pool, row).await,
+            Pool::Postgres(pool) => {
+                let mut conn = pool.get().await?;
+                diesel::insert_into(posts::table)
+                    .values(&row)
+                    .execute(&mut conn)
+                    .await?;
+                Ok(())
+            }
+        }
+    }
+
+    /// Group commit: SQLite commits one writer at a time, so inserts that
+    /// arrive while one commits are queued and the next writer commits all
+    /// of them in one transaction, each in its own savepoint so that a
+    /// duplicate request id fails only its own insert.
+    async fn insert_grouped(
+        &self,
+        pool: &DeadPool<SqliteConnection>,
+        row: PostRow,
+    ) -> Result<(), StorageError> {
+        let (done, result) = tokio::sync::oneshot::channel();
+        lock_queue(&self.sqlite_inserts).push(PendingInsert { row, done });
+        let writer = Arc::clone(&self.sqlite_writer).lock_owned().await;
+        let batch = std::mem::take(&mut *lock_queue(&self.sqlite_inserts));
+        if batch.is_empty() {
+            // Another writer committed this insert already.
+            drop(writer);
+        } else {
+            // Spawned, so that the group is committed and answered even if
+            // this caller goes away meanwhile.
+            let pool = pool.clone();
+            let group = tokio::spawn(async move {
+                commit_group(&pool, batch).await;
+                drop(writer);
+            });
+            if let Err(error) = group.await {
+                tracing::error!(%error, "group insert task failed");
+            }
+        }
+        result.await.unwrap_or_else(|_| {
+            Err(StorageError::Unavailable(
+                "the insert was abandoned".to_owned(),
+            ))
+        })
     }
 
     /// Inserts all posts or none, in one transaction.

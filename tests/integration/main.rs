@@ -1034,3 +1034,40 @@ async fn a_bulk_request_of_the_largest_size_is_saved_whole() {
     assert_eq!(page.schedules[0].id, response.schedules[9_999].id);
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_creates_with_one_request_id_schedule_one_post_and_spare_the_others() {
+    let app = spawn_app().await;
+    let mut calls = tokio::task::JoinSet::new();
+    for i in 0..30 {
+        let mut client = app.client.clone();
+        let mut request = post_at("concurrent", in_millis(3_600_000));
+        if i % 2 == 0 {
+            request.request_id = "same-request".into();
+        }
+        calls.spawn(async move {
+            (
+                i % 2 == 0,
+                client
+                    .create_schedule(request)
+                    .await
+                    .map(|r| r.into_inner().id),
+            )
+        });
+    }
+    let mut shared = std::collections::BTreeSet::new();
+    let mut others = std::collections::BTreeSet::new();
+    while let Some(joined) = calls.join_next().await {
+        let (same, result) = joined.unwrap();
+        let id = result.expect("every create succeeds");
+        if same {
+            shared.insert(id);
+        } else {
+            others.insert(id);
+        }
+    }
+    assert_eq!(shared.len(), 1, "one post for one request id");
+    assert_eq!(others.len(), 15);
+    assert_eq!(count_posts(&app, "concurrent").await, 16);
+    app.stop().await;
+}
