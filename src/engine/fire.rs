@@ -145,7 +145,7 @@ async fn start_attempt(
     attempts.spawn(async move {
         wait_for_instant(&context, claimed.next_attempt_at).await;
         // The semaphore is never closed.
-        let Ok(_publish_permit) = context.permits.acquire().await else {
+        let Ok(publish_permit) = context.permits.acquire().await else {
             return;
         };
         let started = context.clock.now();
@@ -158,7 +158,7 @@ async fn start_attempt(
         let lateness = (started - claimed.next_attempt_at)
             .to_std()
             .unwrap_or_default();
-        publish(&context, claimed, started, lateness).await;
+        publish(&context, claimed, started, lateness, publish_permit).await;
         drop(in_flight);
         drop(claim_slot);
     });
@@ -181,7 +181,13 @@ async fn wait_for_instant(context: &FireContext, instant: DateTime<Utc>) {
 }
 
 /// One call to the publisher and the recording of its outcome.
-async fn publish(context: &FireContext, claimed: Post, now: DateTime<Utc>, lateness: Duration) {
+async fn publish(
+    context: &FireContext,
+    claimed: Post,
+    now: DateTime<Utc>,
+    lateness: Duration,
+    publish_permit: tokio::sync::SemaphorePermit<'_>,
+) {
     let request = PublishRequest {
         post_id: claimed.idempotency_key(),
         business_id: claimed.business_id.clone(),
@@ -193,6 +199,9 @@ async fn publish(context: &FireContext, claimed: Post, now: DateTime<Utc>, laten
     };
     let started = std::time::Instant::now();
     let outcome = context.publisher.publish(&request).await;
+    // The permit bounds calls to the publisher; the next post need not wait
+    // for this outcome's database write.
+    drop(publish_permit);
     let finished_at = context.clock.now();
     let latency = started.elapsed();
     tracing::info!(

@@ -578,9 +578,14 @@ impl Storage {
         limit: i64,
     ) -> Result<Vec<DueEntry>, StorageError> {
         let pending: Vec<&str> = PostStatus::PENDING.iter().map(|s| s.as_str()).collect();
-        let from = from.map(micros).unwrap_or(i64::MIN);
         let until = micros(until);
         let after = after.map(|entry| (micros(entry.due), entry.id.to_string()));
+        // Each page starts at the previous page's last instant, so reading
+        // every page stays linear in the number of rows.
+        let from = from
+            .map(micros)
+            .unwrap_or(i64::MIN)
+            .max(after.as_ref().map_or(i64::MIN, |(due, _)| *due));
         let rows: Vec<(String, i64)> = with_connection!(self, |conn| {
             let mut query = posts::table
                 .filter(posts::status.eq_any(&pending))
