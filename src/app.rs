@@ -112,6 +112,7 @@ impl Application {
                 missed_fire_window: config.missed_fire_window,
                 max_concurrent_publishes: config.max_concurrent_publishes,
                 claim_lead: config.claim_lead,
+                max_concurrent_outcome_writes: (config.database_max_connections / 2).max(1),
                 retry: RetryPolicy {
                     max_attempts: config.max_attempts,
                     base_delay: config.retry_base_delay,

@@ -409,6 +409,11 @@ async fn record_outcome(
         statuses: &[PostStatus::Publishing],
         due_by: None,
     };
+    // Outcome writes take at most part of the connection pool, so that
+    // calls to the API still find a connection during a burst.
+    let Ok(_write_permit) = context.outcome_writes.acquire().await else {
+        return;
+    };
     let mut pause = Duration::from_millis(100);
     for attempt in 1..=RECORD_ATTEMPTS {
         match context

@@ -52,6 +52,9 @@ pub struct EngineConfig {
     pub missed_fire_window: Duration,
     /// At most this many publish attempts run at once.
     pub max_concurrent_publishes: usize,
+    /// Outcome writes running at once; keep it below the connection pool's
+    /// size so that API calls always find a connection.
+    pub max_concurrent_outcome_writes: usize,
     /// Posts are claimed this long before their instant, so the database
     /// round trip is done when the instant comes; during it a post can no
     /// longer be edited or cancelled.
@@ -70,6 +73,7 @@ impl Default for EngineConfig {
             missed_fire_window: Duration::from_secs(3600),
             max_concurrent_publishes: 64,
             claim_lead: Duration::from_millis(100),
+            max_concurrent_outcome_writes: 4,
             retry: RetryPolicy::default(),
             shutdown_grace: Duration::from_secs(10),
             rate_limits: HashMap::new(),
@@ -128,6 +132,8 @@ struct FireContext {
     permits: Semaphore,
     /// Bounds posts claimed and not yet finished.
     claim_slots: Arc<Semaphore>,
+    /// Bounds concurrent writes of outcomes.
+    outcome_writes: Semaphore,
     gate: Arc<PauseGate>,
     limiter: RateLimiter,
     /// Cancelled when the engine stops: attempts not yet started stay
@@ -170,6 +176,7 @@ impl Engine {
         let horizon_end = clock.now();
         let (ready, ready_receiver) = mpsc::unbounded_channel();
         let permits = Semaphore::new(config.max_concurrent_publishes.max(1));
+        let outcome_writes = Semaphore::new(config.max_concurrent_outcome_writes.max(1));
         let claim_slots = Arc::new(Semaphore::new(
             config
                 .max_concurrent_publishes
@@ -188,6 +195,7 @@ impl Engine {
                 handle,
                 permits,
                 claim_slots,
+                outcome_writes,
                 gate,
                 limiter,
                 stopping: CancellationToken::new(),
