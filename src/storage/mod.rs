@@ -160,6 +160,17 @@ macro_rules! with_write_connection {
     };
 }
 
+/// `status` is pending, written out as literals: SQLite uses a partial index
+/// only when the query's condition matches the index's own condition, which
+/// a bound parameter never does (PostgreSQL's generic plans likewise).
+fn is_pending() -> diesel::expression::SqlLiteral<diesel::sql_types::Bool> {
+    debug_assert_eq!(
+        PostStatus::PENDING,
+        [PostStatus::Scheduled, PostStatus::RetryScheduled]
+    );
+    diesel::dsl::sql("status IN ('SCHEDULED', 'RETRY_SCHEDULED')")
+}
+
 /// Filters of a listing, already validated.
 #[derive(Debug, Clone, Default)]
 pub struct ListFilter {
@@ -577,7 +588,6 @@ impl Storage {
         after: Option<DueEntry>,
         limit: i64,
     ) -> Result<Vec<DueEntry>, StorageError> {
-        let pending: Vec<&str> = PostStatus::PENDING.iter().map(|s| s.as_str()).collect();
         let until = micros(until);
         let after = after.map(|entry| (micros(entry.due), entry.id.to_string()));
         // Each page starts at the previous page's last instant, so reading
@@ -588,7 +598,7 @@ impl Storage {
             .max(after.as_ref().map_or(i64::MIN, |(due, _)| *due));
         let rows: Vec<(String, i64)> = with_connection!(self, |conn| {
             let mut query = posts::table
-                .filter(posts::status.eq_any(&pending))
+                .filter(is_pending())
                 .filter(posts::next_attempt_at_us.ge(from))
                 .filter(posts::next_attempt_at_us.lt(until))
                 .select((posts::id, posts::next_attempt_at_us))
@@ -631,11 +641,10 @@ impl Storage {
         let ids: Vec<String> = ids.iter().map(PostId::to_string).collect();
         let due_by_us = micros(due_by);
         let now_us = micros(now);
-        let pending: Vec<&str> = PostStatus::PENDING.iter().map(|s| s.as_str()).collect();
         let rows: Vec<PostRow> = with_write_connection!(self, |conn| {
             diesel::update(posts::table)
                 .filter(posts::id.eq_any(&ids))
-                .filter(posts::status.eq_any(&pending))
+                .filter(is_pending())
                 .filter(posts::next_attempt_at_us.le(due_by_us))
                 .filter(diesel::dsl::not(diesel::dsl::exists(
                     schema::queue_pauses::table
@@ -869,12 +878,11 @@ impl Storage {
         until: DateTime<Utc>,
         limit: i64,
     ) -> Result<Vec<Post>, StorageError> {
-        let pending: Vec<&str> = PostStatus::PENDING.iter().map(|s| s.as_str()).collect();
         let until = micros(until);
         let rows: Vec<PostRow> = with_connection!(self, |conn| {
             let mut query = posts::table
                 .filter(posts::business_id.eq(business_id))
-                .filter(posts::status.eq_any(&pending))
+                .filter(is_pending())
                 .filter(posts::next_attempt_at_us.lt(until))
                 .select(PostRow::as_select())
                 .order((posts::next_attempt_at_us.asc(), posts::id.asc()))
@@ -949,15 +957,14 @@ impl Storage {
         business_id: Option<&str>,
         now: DateTime<Utc>,
     ) -> Result<(Option<DateTime<Utc>>, i64), StorageError> {
-        let pending: Vec<&str> = PostStatus::PENDING.iter().map(|s| s.as_str()).collect();
         let now_us = micros(now);
         let (next, overdue): (Option<i64>, i64) = with_connection!(self, |conn| {
             let mut next_query = posts::table
-                .filter(posts::status.eq_any(&pending))
+                .filter(is_pending())
                 .select(diesel::dsl::min(posts::next_attempt_at_us))
                 .into_boxed();
             let mut overdue_query = posts::table
-                .filter(posts::status.eq_any(&pending))
+                .filter(is_pending())
                 .filter(posts::next_attempt_at_us.le(now_us))
                 .select(diesel::dsl::count_star())
                 .into_boxed();
