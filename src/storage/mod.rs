@@ -604,10 +604,14 @@ impl Storage {
                 .select((posts::id, posts::next_attempt_at_us))
                 .into_boxed();
             if let Some((due_us, id)) = &after {
+                // A row-value comparison, which both databases answer with
+                // a range scan of the (next attempt, id) index.
                 query = query.filter(
-                    posts::next_attempt_at_us
-                        .gt(*due_us)
-                        .or(posts::next_attempt_at_us.eq(*due_us).and(posts::id.gt(id))),
+                    diesel::dsl::sql::<diesel::sql_types::Bool>("(next_attempt_at_us, id) > (")
+                        .bind::<diesel::sql_types::BigInt, _>(*due_us)
+                        .sql(", ")
+                        .bind::<diesel::sql_types::Text, _>(id.clone())
+                        .sql(")"),
                 );
             }
             query

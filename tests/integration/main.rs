@@ -1071,3 +1071,50 @@ async fn concurrent_creates_with_one_request_id_schedule_one_post_and_spare_the_
     assert_eq!(count_posts(&app, "concurrent").await, 16);
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timers_are_read_in_pages_that_miss_and_repeat_nothing() {
+    use punctual::storage::{Storage, StorageOptions};
+    let app = spawn_app().await;
+    let mut request = bulk(
+        pb::recurrence::Pattern::EveryNHours,
+        "2027-06-01",
+        "00:00",
+        "UTC",
+        10_000,
+    );
+    if let Some(recurrence) = request.recurrence.as_mut() {
+        recurrence.interval_hours = 1;
+    }
+    app.client
+        .clone()
+        .bulk_schedule(request.clone())
+        .await
+        .unwrap();
+    // A second batch at the same instants: pages must break ties by id.
+    request.business_id = "bulk-twin".into();
+    app.client.clone().bulk_schedule(request).await.unwrap();
+    let storage = Storage::connect(&app.database.url, &StorageOptions::default())
+        .await
+        .unwrap();
+    let until = Utc::now() + chrono::Duration::days(3_000);
+    let (mut after, mut seen) = (None, Vec::new());
+    loop {
+        let page = storage
+            .pending_due_in(None, until, after, 3_000)
+            .await
+            .unwrap();
+        if page.is_empty() {
+            break;
+        }
+        after = page.last().copied();
+        seen.extend(page);
+    }
+    assert_eq!(seen.len(), 20_000);
+    assert!(
+        seen.windows(2)
+            .all(|pair| (pair[0].due, pair[0].id) < (pair[1].due, pair[1].id)),
+        "strictly increasing"
+    );
+    app.stop().await;
+}
