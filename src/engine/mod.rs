@@ -332,11 +332,6 @@ impl Engine {
     fn claim_lead(&self) -> chrono::Duration {
         chrono::Duration::from_std(self.context.config.claim_lead).unwrap_or_default()
     }
-
-    /// Timers currently held, for tests and metrics.
-    pub fn timer_count(&self) -> usize {
-        self.timers.len()
-    }
 }
 
 async fn load_timers(context: &FireContext, from: Option<DateTime<Utc>>, until: DateTime<Utc>) {

@@ -358,14 +358,6 @@ impl Storage {
         Ok(())
     }
 
-    /// A cheap round trip, for health checks.
-    pub async fn ping(&self) -> Result<(), StorageError> {
-        with_connection!(self, |conn| {
-            conn.batch_execute("SELECT 1").await?;
-        });
-        Ok(())
-    }
-
     /// Inserts one post. A `request_id` already used by the business gives
     /// [`StorageError::DuplicateRequest`] and inserts nothing.
     pub async fn insert(&self, post: &Post) -> Result<(), StorageError> {
