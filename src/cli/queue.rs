@@ -22,7 +22,7 @@ pub struct QueueArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum DeadLetterCommand {
-    /// List dead-lettered posts with their last error, newest first.
+    /// List dead-lettered posts with their last error, by scheduled instant.
     List(DeadLetterListArgs),
     /// Schedule a dead-lettered post again (same id, same idempotency key).
     Requeue(RequeueArgs),
