@@ -15,9 +15,10 @@ use tokio_util::sync::CancellationToken;
 use tonic::transport::server::TcpIncoming;
 
 use crate::clock::{Clock, SystemClock};
+use crate::cluster::{ClusterConfig, Coordinator};
 use crate::config::ServeConfig;
 use crate::engine::gate::PauseGate;
-use crate::engine::{Engine, EngineConfig};
+use crate::engine::{Engine, EngineConfig, Ownership};
 use crate::events::EventBus;
 use crate::grpc::{SchedulerApi, SchedulerServer, pb};
 use crate::publisher::{HttpPublisher, HttpPublisherConfig, Publisher, RetryPolicy};
@@ -35,6 +36,8 @@ pub struct Application {
     engine: Engine,
     service: SchedulerService,
     storage: Storage,
+    /// Present when replicas share the database (PostgreSQL).
+    coordinator: Option<Coordinator>,
 }
 
 impl Application {
@@ -55,6 +58,23 @@ impl Application {
         let storage = Storage::connect(&config.database_url, &storage_options)
             .await
             .context("could not open the database")?;
+        // PostgreSQL may be shared by several replicas: each fires only the
+        // partitions it leases. A SQLite file has one process, owning all.
+        let cluster = storage.is_shared().then(|| ClusterConfig {
+            replica_id: config
+                .replica_id
+                .clone()
+                .filter(|id| !id.trim().is_empty())
+                .unwrap_or_else(crate::cluster::default_replica_id),
+            lease_duration: config.lease_duration.max(std::time::Duration::from_secs(1)),
+        });
+        let (storage, ownership) = match &cluster {
+            Some(cluster) => (
+                storage.fenced_by(&cluster.replica_id),
+                Arc::new(Ownership::leased()),
+            ),
+            None => (storage, Arc::new(Ownership::exclusive())),
+        };
         let publisher: Arc<dyn Publisher> = Arc::new(
             HttpPublisher::new(HttpPublisherConfig {
                 default_url: config.publisher_url.clone(),
@@ -78,12 +98,16 @@ impl Application {
         }
 
         let stats = Arc::new(QueueStatsTracker::default());
-        let recovered = storage
-            .recover_interrupted(clock.now())
-            .await
-            .context("could not recover interrupted attempts")?;
-        for post in &recovered {
-            tracing::warn!(post.id = %post.id, "attempt interrupted by a restart; publishing again with the same idempotency key");
+        if cluster.is_none() {
+            // With leases, each partition's attempts are recovered by whoever
+            // takes it.
+            let recovered = storage
+                .recover_interrupted(clock.now())
+                .await
+                .context("could not recover interrupted attempts")?;
+            for post in &recovered {
+                tracing::warn!(post.id = %post.id, "attempt interrupted by a restart; publishing again with the same idempotency key");
+            }
         }
         stats.seed(
             storage
@@ -107,6 +131,7 @@ impl Application {
             events.clone(),
             Arc::clone(&clock),
             Arc::clone(&gate),
+            Arc::clone(&ownership),
             EngineConfig {
                 horizon: config.lookahead_horizon,
                 missed_fire_window: config.missed_fire_window,
@@ -122,6 +147,8 @@ impl Application {
                 rate_limits: config.rate_limits(),
             },
         );
+        let coordinator = cluster
+            .map(|cluster| Coordinator::new(storage.clone(), engine.handle(), ownership, cluster));
         let service = SchedulerService::new(
             storage.clone(),
             engine.handle(),
@@ -150,6 +177,7 @@ impl Application {
             engine,
             service,
             storage,
+            coordinator,
         })
     }
 
@@ -165,6 +193,7 @@ impl Application {
             engine,
             service,
             storage,
+            coordinator,
         } = self;
         let address = listener.local_addr()?;
 
@@ -185,6 +214,11 @@ impl Application {
 
         let engine_stop = CancellationToken::new();
         let engine_task = tokio::spawn(engine.run(engine_stop.clone()));
+        // Stopped only after the engine: leases are renewed while attempts
+        // in flight finish, then released for the other replicas at once.
+        let cluster_stop = CancellationToken::new();
+        let cluster_task =
+            coordinator.map(|coordinator| tokio::spawn(coordinator.run(cluster_stop.clone())));
 
         let api = SchedulerApi::new(service, shutdown.clone());
         tracing::info!(
@@ -215,6 +249,12 @@ impl Application {
         engine_stop.cancel();
         if let Err(error) = engine_task.await {
             tracing::error!(%error, "the engine task failed");
+        }
+        cluster_stop.cancel();
+        if let Some(cluster_task) = cluster_task
+            && let Err(error) = cluster_task.await
+        {
+            tracing::error!(%error, "the cluster task failed");
         }
         tracing::info!("punctual stopped");
         served.context("the gRPC server failed")

@@ -181,6 +181,17 @@ pub struct ServeConfig {
     /// How long shutdown waits for publish attempts in flight.
     #[arg(long, env = "PUNCTUAL_SHUTDOWN_GRACE", default_value = "10s", value_parser = parse_duration)]
     pub shutdown_grace: Duration,
+
+    /// This replica's name in partition leases (PostgreSQL). Must be unique
+    /// per process; the default is the host name and a random suffix.
+    #[arg(long, env = "PUNCTUAL_REPLICA_ID")]
+    pub replica_id: Option<String>,
+
+    /// How long a replica's partition leases last unless renewed
+    /// (PostgreSQL): the partitions of a replica that dies are taken over
+    /// within this plus a third of it. At least 1s.
+    #[arg(long, env = "PUNCTUAL_LEASE_DURATION", default_value = "6s", value_parser = parse_duration)]
+    pub lease_duration: Duration,
 }
 
 impl ServeConfig {

@@ -10,6 +10,9 @@
 //!   The only module that knows SQL.
 //! * [`engine`]: the single task that owns the timers and fires each post at
 //!   its instant, claiming it in the database before publishing.
+//! * [`cluster`]: replicas sharing PostgreSQL: partition leases,
+//!   rebalancing, and the notifications that keep each owner's timers
+//!   current.
 //! * [`publisher`]: the HTTP client that delivers a post to the publishing
 //!   service, and the retry policy.
 //! * [`stats`]: queue health counters kept in memory.
@@ -19,6 +22,7 @@
 pub mod app;
 pub mod cli;
 pub mod clock;
+pub mod cluster;
 pub mod config;
 pub mod domain;
 pub mod engine;

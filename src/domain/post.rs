@@ -35,9 +35,21 @@ impl FieldError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct PostId(Uuid);
 
+/// Posts are shared out among replicas in this many partitions. Fixed: the
+/// partition of a post is stored with it.
+pub const PARTITION_COUNT: u16 = 64;
+
 impl PostId {
     pub fn new() -> Self {
         Self(Uuid::now_v7())
+    }
+
+    /// The partition this post belongs to: the low six bits of the id, which
+    /// in a UUIDv7 are random, so posts spread evenly. The migration that
+    /// introduced partitions computes the same value in SQL.
+    pub fn partition(&self) -> u16 {
+        let bytes = self.0.as_bytes();
+        u16::from_be_bytes([bytes[14], bytes[15]]) % PARTITION_COUNT
     }
 
     pub fn parse(field: &str, input: &str) -> Result<Self, FieldError> {

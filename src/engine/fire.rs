@@ -9,10 +9,11 @@ use tokio::sync::{OwnedSemaphorePermit, mpsc};
 use tokio_util::task::TaskTracker;
 
 use super::FireContext;
+use super::ownership::InFlight;
 use crate::domain::{AttemptOutcome, AttemptRecord, Post, PostId, PostStatus};
 use crate::events::EventKind;
 use crate::publisher::{PublishOutcome, PublishRequest};
-use crate::storage::{DueEntry, Expectation, PostPatch, StorageError};
+use crate::storage::{Claim, DueEntry, Expectation, PostPatch, StorageError};
 
 /// Writes that record an outcome are retried this often before giving up;
 /// a post left `PUBLISHING` is recovered at the next start.
@@ -71,6 +72,19 @@ async fn claim_batch(
 ) {
     let now = context.clock.now();
     let lead = chrono::Duration::from_std(context.config.claim_lead).unwrap_or_default();
+    let (batch, unclaimable): (Vec<_>, Vec<_>) = batch
+        .into_iter()
+        .partition(|(entry, _)| context.ownership.may_claim(entry.id.partition()));
+    for (entry, _) in unclaimable {
+        // The lease is being handed over (its timers go with it) or cannot
+        // be renewed right now: try again shortly if it is still ours.
+        context
+            .handle
+            .arm(entry.id, entry.due.max(now + chrono::Duration::seconds(1)));
+    }
+    if batch.is_empty() {
+        return;
+    }
     let mut due: HashMap<PostId, _> = batch
         .into_iter()
         .map(|(entry, permit)| (entry.id, (entry, permit)))
@@ -86,12 +100,12 @@ async fn claim_batch(
             return;
         }
     };
-    claimed.sort_by_key(|post| (post.next_attempt_at, post.id));
-    for post in claimed {
-        let Some((_, permit)) = due.remove(&post.id) else {
+    claimed.sort_by_key(|claim| (claim.post.next_attempt_at, claim.post.id));
+    for claim in claimed {
+        let Some((_, permit)) = due.remove(&claim.post.id) else {
             continue;
         };
-        start_attempt(context, post, permit, now, attempts).await;
+        start_attempt(context, claim, permit, now, attempts).await;
     }
     // Not claimed: edited, cancelled, paused or gone meanwhile.
     for (entry, _) in due.into_values() {
@@ -103,11 +117,17 @@ async fn claim_batch(
 /// limit defers it.
 async fn start_attempt(
     context: &Arc<FireContext>,
-    claimed: Post,
+    claim: Claim,
     claim_slot: OwnedSemaphorePermit,
     now: DateTime<Utc>,
     attempts: &TaskTracker,
 ) {
+    let Claim {
+        post: claimed,
+        epoch,
+    } = claim;
+    let partition = claimed.id.partition();
+    let tracked: InFlight = context.ownership.track(partition);
     // Admitted only while not paused; a pause waits for admitted attempts.
     let Some(in_flight) = context.gate.admit(&claimed.business_id, &claimed.platform) else {
         give_back(context, &claimed, claimed.next_attempt_at, now).await;
@@ -148,6 +168,13 @@ async fn start_attempt(
         let Ok(publish_permit) = context.permits.acquire().await else {
             return;
         };
+        // The last moment to notice a lost lease before the publisher hears
+        // of the post: the replica that took the partition over publishes
+        // it, under the same idempotency key.
+        if !context.ownership.holds(partition, epoch) {
+            tracing::warn!(post.id = %claimed.id, partition, epoch, "lease lost before publishing; the partition's new owner publishes the post");
+            return;
+        }
         let started = context.clock.now();
         context.events.emit(
             EventKind::Publishing,
@@ -160,6 +187,7 @@ async fn start_attempt(
             .unwrap_or_default();
         publish(&context, claimed, started, lateness, publish_permit).await;
         drop(in_flight);
+        drop(tracked);
         drop(claim_slot);
     });
 }
@@ -245,6 +273,7 @@ async fn give_back(
     };
     let expected = Expectation {
         id: claimed.id,
+        fenced: true,
         version: Some(claimed.version),
         statuses: &[PostStatus::Publishing],
         due_by: None,
@@ -305,6 +334,7 @@ async fn dead_letter_missed(
     };
     let expected = Expectation {
         id: claimed.id,
+        fenced: true,
         version: Some(claimed.version),
         statuses: &[PostStatus::Publishing],
         due_by: None,
@@ -405,6 +435,7 @@ async fn record_outcome(
     patch.attempt_history = Some(history);
     let expected = Expectation {
         id: claimed.id,
+        fenced: true,
         version: Some(claimed.version),
         statuses: &[PostStatus::Publishing],
         due_by: None,
@@ -431,7 +462,7 @@ async fn record_outcome(
                 return;
             }
             Ok(None) => {
-                tracing::warn!(post.id = %claimed.id, "post changed while it was being published; outcome not recorded");
+                tracing::warn!(post.id = %claimed.id, "post changed, or its lease was lost, while it was being published; outcome not recorded");
                 return;
             }
             Err(error @ StorageError::Unavailable(_)) if attempt < RECORD_ATTEMPTS => {

@@ -9,10 +9,16 @@
 //!
 //! Other tasks reach the engine through an [`EngineHandle`]; later posts
 //! come in through an occasional read of the next stretch of the horizon.
+//!
+//! The engine holds timers only for the partitions it owns ([`Ownership`]):
+//! all of them on SQLite, its leased share when replicas share PostgreSQL.
+//! Claims and outcome writes are fenced by the lease in the database, and a
+//! post is published only while its lease is still trusted locally.
 
 mod fire;
 pub mod gate;
 pub mod limits;
+pub mod ownership;
 
 use std::collections::HashMap;
 use std::future::poll_fn;
@@ -32,6 +38,7 @@ use crate::publisher::{Publisher, RetryPolicy};
 use crate::storage::{DueEntry, Storage};
 use gate::PauseGate;
 use limits::RateLimiter;
+pub use ownership::Ownership;
 
 /// `DelayQueue` panics beyond 2^36 ms (~795 days); the horizon stays well
 /// inside that.
@@ -85,10 +92,17 @@ impl Default for EngineConfig {
 enum Command {
     /// Arm (or move) the timer of a post.
     Arm(DueEntry),
-    /// Arm timers read from the database, unless the post already has one:
-    /// a timer set by a later command is fresher than a read.
+    /// Arm timers read from the database. A post that has a timer keeps the
+    /// earlier of the two: the read may be older than the timer, and an
+    /// early wake-up costs a re-read while a late one would fire late.
     Load(Vec<DueEntry>),
     Disarm(PostId),
+    /// Partitions newly owned: read their timers.
+    Acquired(Vec<u16>),
+    /// Partitions no longer owned: drop their timers.
+    Released(Vec<u16>),
+    /// Read every owned partition again (notifications may have been missed).
+    Reload,
 }
 
 /// Cheap, cloneable way to tell the engine about changes.
@@ -115,6 +129,18 @@ impl EngineHandle {
         let _ = self.commands.send(Command::Disarm(id));
     }
 
+    pub fn partitions_acquired(&self, partitions: Vec<u16>) {
+        let _ = self.commands.send(Command::Acquired(partitions));
+    }
+
+    pub fn partitions_released(&self, partitions: Vec<u16>) {
+        let _ = self.commands.send(Command::Released(partitions));
+    }
+
+    pub fn reload(&self) {
+        let _ = self.commands.send(Command::Reload);
+    }
+
     fn load(&self, entries: Vec<DueEntry>) {
         let _ = self.commands.send(Command::Load(entries));
     }
@@ -136,6 +162,7 @@ struct FireContext {
     outcome_writes: Semaphore,
     gate: Arc<PauseGate>,
     limiter: RateLimiter,
+    ownership: Arc<Ownership>,
     /// Cancelled when the engine stops: attempts not yet started stay
     /// pending in the database instead of starting during shutdown.
     stopping: CancellationToken,
@@ -165,6 +192,7 @@ impl Engine {
         events: EventBus,
         clock: Arc<dyn Clock>,
         gate: Arc<PauseGate>,
+        ownership: Arc<Ownership>,
         mut config: EngineConfig,
     ) -> Self {
         config.horizon = config.horizon.clamp(Duration::from_secs(1), MAX_HORIZON);
@@ -198,6 +226,7 @@ impl Engine {
                 outcome_writes,
                 gate,
                 limiter,
+                ownership,
                 stopping: CancellationToken::new(),
             }),
             commands,
@@ -270,10 +299,63 @@ impl Engine {
                     self.queue.remove(&key);
                 }
             }
+            Command::Acquired(partitions) => {
+                let owned: Vec<u16> = partitions
+                    .into_iter()
+                    .filter(|partition| self.context.ownership.keeps_timers(*partition))
+                    .collect();
+                if !owned.is_empty() {
+                    self.load(None, self.horizon_end, Some(owned));
+                }
+            }
+            Command::Released(partitions) => {
+                let queue = &mut self.queue;
+                let ownership = &self.context.ownership;
+                self.timers.retain(|id, (key, _)| {
+                    let partition = id.partition();
+                    let keep =
+                        !partitions.contains(&partition) || ownership.keeps_timers(partition);
+                    if !keep {
+                        queue.remove(key);
+                    }
+                    keep
+                });
+            }
+            Command::Reload => {
+                let partitions = self.owned_partitions();
+                self.load(None, self.horizon_end, partitions);
+            }
         }
     }
 
+    /// `None` when every partition is owned for ever (no filter needed).
+    fn owned_partitions(&self) -> Option<Vec<u16>> {
+        let ownership = &self.context.ownership;
+        (!ownership.is_exclusive()).then(|| ownership.timer_partitions())
+    }
+
+    fn load(
+        &mut self,
+        from: Option<DateTime<Utc>>,
+        until: DateTime<Utc>,
+        partitions: Option<Vec<u16>>,
+    ) {
+        if partitions.as_ref().is_some_and(Vec::is_empty) {
+            return;
+        }
+        let context = Arc::clone(&self.context);
+        self.attempts
+            .spawn(async move { load_timers(&context, from, until, partitions.as_deref()).await });
+    }
+
     fn arm(&mut self, entry: DueEntry, replace: bool) {
+        if !self.context.ownership.keeps_timers(entry.id.partition()) {
+            // Another replica's post (this one may have just lost it).
+            if let Some((key, _)) = self.timers.remove(&entry.id) {
+                self.queue.remove(&key);
+            }
+            return;
+        }
         if entry.due >= self.horizon_end {
             // The read of that stretch of the horizon will bring it in.
             if replace && let Some((key, _)) = self.timers.remove(&entry.id) {
@@ -287,7 +369,7 @@ impl Engine {
             .deadline_for(entry.due - self.claim_lead());
         match self.timers.get_mut(&entry.id) {
             Some((key, due)) => {
-                if replace && *due != entry.due {
+                if (replace && *due != entry.due) || entry.due < *due {
                     self.queue.reset_at(key, deadline);
                     *due = entry.due;
                 }
@@ -303,6 +385,9 @@ impl Engine {
         let Some((_, due)) = self.timers.remove(&id) else {
             return;
         };
+        if !self.context.ownership.keeps_timers(id.partition()) {
+            return;
+        }
         // The wall clock may have been stepped back since the timer was set.
         if self.context.clock.now() + self.claim_lead() < due {
             self.arm(DueEntry { id, due }, true);
@@ -324,9 +409,8 @@ impl Engine {
             return;
         }
         self.horizon_end = until;
-        let context = Arc::clone(&self.context);
-        self.attempts
-            .spawn(async move { load_timers(&context, from, until).await });
+        let partitions = self.owned_partitions();
+        self.load(from, until, partitions);
     }
 
     fn claim_lead(&self) -> chrono::Duration {
@@ -334,13 +418,18 @@ impl Engine {
     }
 }
 
-async fn load_timers(context: &FireContext, from: Option<DateTime<Utc>>, until: DateTime<Utc>) {
+async fn load_timers(
+    context: &FireContext,
+    from: Option<DateTime<Utc>>,
+    until: DateTime<Utc>,
+    partitions: Option<&[u16]>,
+) {
     let mut after = None;
     let mut loaded = 0usize;
     loop {
         let page = match context
             .storage
-            .pending_due_in(from, until, after, LOAD_PAGE)
+            .pending_due_in(from, until, after, LOAD_PAGE, partitions)
             .await
         {
             Ok(page) => page,

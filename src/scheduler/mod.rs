@@ -374,6 +374,7 @@ impl SchedulerService {
             }
             let patch = self.update_patch(&request, &paths, &current, now)?;
             let expected = Expectation {
+                fenced: false,
                 id,
                 version: Some(current.version),
                 statuses: &PostStatus::PENDING,
@@ -428,6 +429,7 @@ impl SchedulerService {
                 ..PostPatch::default()
             };
             let expected = Expectation {
+                fenced: false,
                 id,
                 version: Some(current.version),
                 statuses: &CANCELLABLE,

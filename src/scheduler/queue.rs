@@ -296,6 +296,7 @@ impl SchedulerService {
             ),
         };
         let expected = Expectation {
+            fenced: false,
             id: post.id,
             version: Some(post.version),
             statuses: &PostStatus::PENDING,
@@ -397,6 +398,7 @@ impl SchedulerService {
         now: DateTime<Utc>,
     ) -> Result<Post, SchedulerError> {
         let expected = Expectation {
+            fenced: false,
             id: current.id,
             version: Some(current.version),
             statuses,

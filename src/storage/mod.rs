@@ -7,6 +7,8 @@
 //! id = ? AND version = ? AND status IN (…) RETURNING *` that either applies
 //! whole or matches no row.
 
+mod leases;
+mod notify;
 mod rows;
 mod schema;
 
@@ -30,6 +32,43 @@ use crate::domain::time::TimeZone;
 use crate::domain::{Post, PostId, PostStatus};
 use rows::{PostRow, micros};
 use schema::posts;
+
+pub use leases::{Lease, MemberCount};
+use notify::CLUSTER_CHANNEL;
+pub use notify::{Listener, Notice};
+
+/// The database's clock in µs since the Unix epoch: every replica times
+/// leases by this one clock, so their own clocks may disagree.
+const PG_NOW_US: &str = "(extract(epoch from clock_timestamp()) * 1000000)::bigint";
+
+/// A condition around one bound text (the replica's name): the SQL before
+/// it and after it. Conditions that depend on the backend or on fencing all
+/// have this shape, so one statement type serves them all.
+struct OwnerCondition {
+    before: String,
+    owner: String,
+    after: String,
+}
+
+impl OwnerCondition {
+    /// Always true.
+    fn none() -> Self {
+        Self {
+            before: "(".to_owned(),
+            owner: String::new(),
+            after: " IS NOT NULL)".to_owned(),
+        }
+    }
+}
+
+/// The diesel expression of an [`OwnerCondition`].
+macro_rules! owner_condition {
+    ($condition:expr) => {
+        diesel::dsl::sql::<diesel::sql_types::Bool>(&$condition.before)
+            .bind::<diesel::sql_types::Text, _>($condition.owner.clone())
+            .sql(&$condition.after)
+    };
+}
 
 const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
 const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
@@ -194,6 +233,9 @@ pub struct ListCursor {
 #[derive(Debug, Clone)]
 pub struct Expectation<'a> {
     pub id: PostId,
+    /// Only if this replica still holds, unexpired, the lease under which
+    /// the post was claimed: set on every write that finishes a claim.
+    pub fenced: bool,
     /// The version the change was computed from; `None` for changes that only
     /// depend on the status (a claim, a cancel racing nothing).
     pub version: Option<i64>,
@@ -217,6 +259,13 @@ pub struct PostPatch {
     pub published_at: Option<Option<DateTime<Utc>>>,
     pub external_id: Option<Option<String>>,
     pub attempt_history: Option<Vec<crate::domain::AttemptRecord>>,
+}
+
+/// A claimed post and the lease epoch it was claimed under.
+#[derive(Debug, Clone)]
+pub struct Claim {
+    pub post: Post,
+    pub epoch: i64,
 }
 
 /// A pending post's id and next attempt instant: all the engine needs to arm
@@ -252,6 +301,11 @@ pub struct Storage {
     sqlite_writer: Arc<tokio::sync::Mutex<()>>,
     /// Inserts waiting for the next SQLite group commit.
     sqlite_inserts: Arc<std::sync::Mutex<Vec<PendingInsert>>>,
+    /// The replica whose partition leases fence claims and outcome writes;
+    /// `None` where one process owns the database (SQLite).
+    fencing_owner: Option<Arc<str>>,
+    /// Where a listening connection connects (PostgreSQL only).
+    postgres_url: Option<Arc<str>>,
 }
 
 /// An insert queued for a group commit, and where its result goes.
@@ -316,9 +370,11 @@ async fn commit_group(pool: &DeadPool<SqliteConnection>, batch: Vec<PendingInser
 impl Storage {
     /// Connects, and runs the embedded migrations of the backend.
     pub async fn connect(url: &str, options: &StorageOptions) -> Result<Self, StorageError> {
+        let mut postgres_url = None;
         let pool = match DatabaseLocation::parse(url)? {
             DatabaseLocation::Sqlite(path) => Pool::Sqlite(sqlite_pool(&path, options)?),
             DatabaseLocation::Postgres(url) => {
+                postgres_url = Some(Arc::from(url.as_str()));
                 let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new(url);
                 Pool::Postgres(build_pool(manager, options)?)
             }
@@ -327,9 +383,69 @@ impl Storage {
             pool,
             sqlite_writer: Arc::default(),
             sqlite_inserts: Arc::default(),
+            fencing_owner: None,
+            postgres_url,
         };
         storage.run_migrations().await?;
         Ok(storage)
+    }
+
+    /// From now on, claims and the writes that finish them hold only while
+    /// `replica_id` owns the post's partition under an unexpired lease
+    /// (PostgreSQL only: a SQLite database has one process).
+    pub fn fenced_by(mut self, replica_id: &str) -> Self {
+        if matches!(self.pool, Pool::Postgres(_)) {
+            self.fencing_owner = Some(Arc::from(replica_id));
+        }
+        self
+    }
+
+    pub fn is_shared(&self) -> bool {
+        matches!(self.pool, Pool::Postgres(_))
+    }
+
+    /// The claim's fencing condition, and the expression of the epoch it
+    /// records.
+    fn claim_fence(&self) -> (OwnerCondition, &'static str) {
+        match &self.fencing_owner {
+            Some(owner) => (
+                OwnerCondition {
+                    before: "EXISTS (SELECT 1 FROM partition_leases l \
+                             WHERE l.partition_no = posts.partition_no AND l.owner = "
+                        .to_owned(),
+                    owner: owner.to_string(),
+                    after: format!(" AND l.expires_at_us > {PG_NOW_US} FOR SHARE)"),
+                },
+                "(SELECT l.epoch FROM partition_leases l WHERE l.partition_no = posts.partition_no)",
+            ),
+            None => (OwnerCondition::none(), "0"),
+        }
+    }
+
+    /// The condition on a write that finishes a claim: the lease it was
+    /// claimed under is still this replica's and unexpired. `FOR SHARE`
+    /// orders the write against a takeover, which updates the lease row.
+    fn finish_fence(&self, fenced: bool) -> OwnerCondition {
+        match &self.fencing_owner {
+            Some(owner) if fenced => OwnerCondition {
+                before: "EXISTS (SELECT 1 FROM partition_leases l \
+                         WHERE l.partition_no = posts.partition_no AND l.owner = "
+                    .to_owned(),
+                owner: owner.to_string(),
+                after: format!(
+                    " AND l.epoch = posts.claim_epoch AND l.expires_at_us > {PG_NOW_US} FOR SHARE)"
+                ),
+            },
+            _ => OwnerCondition::none(),
+        }
+    }
+
+    /// Checks that the database answers.
+    pub async fn ping(&self) -> Result<(), StorageError> {
+        with_connection!(self, |conn| {
+            conn.batch_execute("SELECT 1").await?;
+        });
+        Ok(())
     }
 
     pub fn backend_name(&self) -> &'static str {
@@ -544,11 +660,13 @@ impl Storage {
         // statement shape serves every call.
         let version = expected.version;
         let due_by_us = expected.due_by.map(micros).unwrap_or(i64::MAX);
+        let fence = self.finish_fence(expected.fenced);
         let row: Option<PostRow> = with_write_connection!(self, |conn| {
             let statement = diesel::update(posts::table)
                 .filter(posts::id.eq(&id))
                 .filter(posts::status.eq_any(&statuses))
-                .filter(posts::next_attempt_at_us.le(due_by_us));
+                .filter(posts::next_attempt_at_us.le(due_by_us))
+                .filter(owner_condition!(fence));
             match version {
                 Some(version) => {
                     statement
@@ -572,14 +690,18 @@ impl Storage {
     }
 
     /// Pending posts whose next attempt is in `[from, until)`, in due order,
-    /// continuing after `after`: what the engine arms timers for.
+    /// continuing after `after`: what the engine arms timers for. `partitions`
+    /// limits the read to those partitions; `None` reads all.
     pub async fn pending_due_in(
         &self,
         from: Option<DateTime<Utc>>,
         until: DateTime<Utc>,
         after: Option<DueEntry>,
         limit: i64,
+        partitions: Option<&[u16]>,
     ) -> Result<Vec<DueEntry>, StorageError> {
+        let partitions: Option<Vec<i32>> =
+            partitions.map(|list| list.iter().copied().map(i32::from).collect());
         let until = micros(until);
         let after = after.map(|entry| (micros(entry.due), entry.id.to_string()));
         // Each page starts at the previous page's last instant, so reading
@@ -595,6 +717,9 @@ impl Storage {
                 .filter(posts::next_attempt_at_us.lt(until))
                 .select((posts::id, posts::next_attempt_at_us))
                 .into_boxed();
+            if let Some(partitions) = &partitions {
+                query = query.filter(posts::partition_no.eq_any(partitions));
+            }
             if let Some((due_us, id)) = &after {
                 // A row-value comparison, which both databases answer with
                 // a range scan of the (next attempt, id) index.
@@ -633,14 +758,16 @@ impl Storage {
         ids: &[PostId],
         due_by: DateTime<Utc>,
         now: DateTime<Utc>,
-    ) -> Result<Vec<Post>, StorageError> {
+    ) -> Result<Vec<Claim>, StorageError> {
         let ids: Vec<String> = ids.iter().map(PostId::to_string).collect();
         let due_by_us = micros(due_by);
         let now_us = micros(now);
+        let (fence, epoch) = self.claim_fence();
         let rows: Vec<PostRow> = with_write_connection!(self, |conn| {
             diesel::update(posts::table)
                 .filter(posts::id.eq_any(&ids))
                 .filter(is_pending())
+                .filter(owner_condition!(fence))
                 .filter(posts::next_attempt_at_us.le(due_by_us))
                 .filter(diesel::dsl::not(diesel::dsl::exists(
                     schema::queue_pauses::table
@@ -656,23 +783,48 @@ impl Storage {
                     posts::attempts.eq(posts::attempts + 1),
                     posts::version.eq(posts::version + 1),
                     posts::update_time_us.eq(now_us),
+                    posts::claim_epoch.eq(diesel::dsl::sql::<diesel::sql_types::BigInt>(epoch)),
                 ))
                 .returning(PostRow::as_returning())
                 .get_results(conn)
                 .await?
         });
-        rows.into_iter().map(PostRow::into_post).collect()
+        rows.into_iter()
+            .map(|row| {
+                let epoch = row.claim_epoch();
+                Ok(Claim {
+                    post: row.into_post()?,
+                    epoch,
+                })
+            })
+            .collect()
     }
 
     /// Posts left `PUBLISHING` by a process that stopped mid-attempt go back
     /// to pending at their old instant; the interrupted attempt is not
     /// counted, and the post keeps its id and so its idempotency key.
+    ///
+    /// With fencing (several replicas), only the posts of partitions this
+    /// replica now owns that were claimed under an earlier lease epoch: the
+    /// attempts of a replica that lost them. Without, every such post: the
+    /// one process of the database has just started.
     pub async fn recover_interrupted(&self, now: DateTime<Utc>) -> Result<Vec<Post>, StorageError> {
         let now_us = micros(now);
-        let message = "previous attempt was interrupted by a restart";
+        let message = "previous attempt was interrupted (restart or lost lease)";
+        let scope = match &self.fencing_owner {
+            Some(owner) => OwnerCondition {
+                before: "posts.claim_epoch < (SELECT l.epoch FROM partition_leases l \
+                         WHERE l.partition_no = posts.partition_no AND l.owner = "
+                    .to_owned(),
+                owner: owner.to_string(),
+                after: ")".to_owned(),
+            },
+            None => OwnerCondition::none(),
+        };
         let rows: Vec<PostRow> = with_write_connection!(self, |conn| {
             let mut recovered: Vec<PostRow> = diesel::update(posts::table)
                 .filter(posts::status.eq(PostStatus::Publishing.as_str()))
+                .filter(owner_condition!(scope))
                 .filter(posts::attempts.le(1))
                 .set((
                     posts::status.eq(PostStatus::Scheduled.as_str()),
@@ -685,6 +837,7 @@ impl Storage {
                 .await?;
             let retried: Vec<PostRow> = diesel::update(posts::table)
                 .filter(posts::status.eq(PostStatus::Publishing.as_str()))
+                .filter(owner_condition!(scope))
                 .set((
                     posts::status.eq(PostStatus::RetryScheduled.as_str()),
                     posts::attempts.eq(posts::attempts - 1),

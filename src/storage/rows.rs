@@ -47,6 +47,10 @@ pub(super) struct PostRow {
     create_time_us: i64,
     update_time_us: i64,
     attempt_log: String,
+    partition_no: i32,
+    /// The lease epoch of the latest claim (0 before any claim, and always
+    /// on SQLite).
+    claim_epoch: i64,
 }
 
 impl PostRow {
@@ -70,7 +74,13 @@ impl PostRow {
             create_time_us: micros(post.create_time),
             update_time_us: micros(post.update_time),
             attempt_log: attempt_log_json(&post.attempt_history),
+            partition_no: i32::from(post.id.partition()),
+            claim_epoch: 0,
         }
+    }
+
+    pub(super) fn claim_epoch(&self) -> i64 {
+        self.claim_epoch
     }
 
     pub(super) fn into_post(self) -> Result<Post, StorageError> {

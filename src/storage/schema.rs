@@ -22,6 +22,8 @@ diesel::table! {
         create_time_us -> BigInt,
         update_time_us -> BigInt,
         attempt_log -> Text,
+        partition_no -> Integer,
+        claim_epoch -> BigInt,
     }
 }
 

@@ -1101,7 +1101,7 @@ async fn timers_are_read_in_pages_that_miss_and_repeat_nothing() {
     let (mut after, mut seen) = (None, Vec::new());
     loop {
         let page = storage
-            .pending_due_in(None, until, after, 3_000)
+            .pending_due_in(None, until, after, 3_000, None)
             .await
             .unwrap();
         if page.is_empty() {

@@ -1,0 +1,125 @@
+//! Change notifications between replicas (PostgreSQL `LISTEN`/`NOTIFY`).
+//! A trigger announces every post that becomes pending or moves, whichever
+//! replica wrote it; replicas announce joins and released partitions.
+//! Notifications are a shortcut, never the only path: whoever listens reads
+//! the database again after a reconnect.
+
+use std::time::Duration;
+
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use futures::StreamExt;
+
+use super::{DueEntry, Storage, StorageError, rows};
+use crate::domain::PostId;
+
+/// Written by the `posts` triggers: `"<id> <next attempt µs>"`.
+pub(super) const POSTS_CHANNEL: &str = "punctual_posts";
+/// Cluster changes; the payload is informational.
+pub(super) const CLUSTER_CHANNEL: &str = "punctual_cluster";
+
+/// Something another replica (or this one) changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Notice {
+    /// A post is pending with this next attempt.
+    Pending(DueEntry),
+    /// A replica joined, left or released partitions.
+    Cluster,
+}
+
+/// A dedicated connection that listens; it is not from the pool, because it
+/// must stay open and notifications are per connection.
+pub struct Listener {
+    conn: AsyncPgConnection,
+}
+
+impl Storage {
+    /// Opens a listening connection (PostgreSQL only).
+    pub async fn listen(&self) -> Result<Listener, StorageError> {
+        let Some(url) = &self.postgres_url else {
+            return Err(StorageError::Unavailable(
+                "notifications need PostgreSQL".to_owned(),
+            ));
+        };
+        let mut conn = AsyncPgConnection::establish(url)
+            .await
+            .map_err(|error| StorageError::Unavailable(error.to_string()))?;
+        for channel in [POSTS_CHANNEL, CLUSTER_CHANNEL] {
+            diesel::sql_query(format!("LISTEN {channel}"))
+                .execute(&mut conn)
+                .await?;
+        }
+        Ok(Listener { conn })
+    }
+}
+
+impl Listener {
+    /// Waits for the next notice. Every `keepalive` without one, the
+    /// connection is checked, so a dead connection is noticed even when
+    /// nothing is written. An error means the connection is gone: listen
+    /// again, then read what may have been missed.
+    pub async fn next(&mut self, keepalive: Duration) -> Result<Notice, StorageError> {
+        loop {
+            let received = {
+                let mut stream = std::pin::pin!(self.conn.notifications_stream());
+                tokio::time::timeout(keepalive, stream.next()).await
+            };
+            match received {
+                Ok(Some(Ok(notification))) => {
+                    if let Some(notice) = parse(&notification.channel, &notification.payload) {
+                        return Ok(notice);
+                    }
+                    tracing::warn!(
+                        channel = %notification.channel,
+                        payload = %notification.payload,
+                        "ignoring an unreadable notification"
+                    );
+                }
+                Ok(Some(Err(error))) => return Err(StorageError::Unavailable(error.to_string())),
+                Ok(None) => {
+                    return Err(StorageError::Unavailable(
+                        "the listening connection closed".to_owned(),
+                    ));
+                }
+                Err(_quiet) => {
+                    diesel::sql_query("SELECT 1")
+                        .execute(&mut self.conn)
+                        .await
+                        .map_err(|error| StorageError::Unavailable(error.to_string()))?;
+                }
+            }
+        }
+    }
+}
+
+fn parse(channel: &str, payload: &str) -> Option<Notice> {
+    match channel {
+        CLUSTER_CHANNEL => Some(Notice::Cluster),
+        POSTS_CHANNEL => {
+            let (id, due_us) = payload.split_once(' ')?;
+            let id = PostId::parse("id", id).ok()?;
+            let due = rows::from_micros(payload, due_us.trim().parse().ok()?).ok()?;
+            Some(Notice::Pending(DueEntry { id, due }))
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_trigger_payload() {
+        let id = PostId::new();
+        let notice = parse(POSTS_CHANNEL, &format!("{id} 1767225600000000"));
+        let expected_due = chrono::DateTime::from_timestamp_micros(1_767_225_600_000_000);
+        assert_eq!(
+            notice,
+            expected_due.map(|due| Notice::Pending(DueEntry { id, due }))
+        );
+        assert_eq!(parse(CLUSTER_CHANNEL, "joined"), Some(Notice::Cluster));
+        assert_eq!(parse(POSTS_CHANNEL, "not-an-id 12"), None);
+        assert_eq!(parse(POSTS_CHANNEL, &format!("{id} soon")), None);
+        assert_eq!(parse("elsewhere", ""), None);
+    }
+}
