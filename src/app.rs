@@ -21,6 +21,7 @@ use crate::engine::gate::PauseGate;
 use crate::engine::{Engine, EngineConfig, Ownership};
 use crate::events::EventBus;
 use crate::grpc::{SchedulerApi, SchedulerServer, pb};
+use crate::health::{Watchdog, WatchdogConfig};
 use crate::publisher::{HttpPublisher, HttpPublisherConfig, Publisher, RetryPolicy};
 use crate::scheduler::{Limits, SchedulerService};
 use crate::stats::QueueStatsTracker;
@@ -38,6 +39,8 @@ pub struct Application {
     storage: Storage,
     /// Present when replicas share the database (PostgreSQL).
     coordinator: Option<Coordinator>,
+    ownership: Arc<Ownership>,
+    clock: Arc<dyn Clock>,
 }
 
 impl Application {
@@ -147,13 +150,19 @@ impl Application {
                 rate_limits: config.rate_limits(),
             },
         );
-        let coordinator = cluster
-            .map(|cluster| Coordinator::new(storage.clone(), engine.handle(), ownership, cluster));
+        let coordinator = cluster.map(|cluster| {
+            Coordinator::new(
+                storage.clone(),
+                engine.handle(),
+                Arc::clone(&ownership),
+                cluster,
+            )
+        });
         let service = SchedulerService::new(
             storage.clone(),
             engine.handle(),
             events,
-            clock,
+            Arc::clone(&clock),
             gate,
             Limits {
                 past_grace: config.past_grace,
@@ -178,6 +187,8 @@ impl Application {
             service,
             storage,
             coordinator,
+            ownership,
+            clock,
         })
     }
 
@@ -194,6 +205,8 @@ impl Application {
             service,
             storage,
             coordinator,
+            ownership,
+            clock,
         } = self;
         let address = listener.local_addr()?;
 
@@ -211,6 +224,29 @@ impl Application {
             .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
             .build_v1alpha()?;
+
+        let watchdog_stop = shutdown.child_token();
+        let watchdog = tokio::spawn(
+            Watchdog {
+                storage: storage.clone(),
+                engine: engine.handle(),
+                ownership,
+                clock,
+                reporter: health_reporter.clone(),
+                config: WatchdogConfig {
+                    interval: config
+                        .health_check_interval
+                        .max(std::time::Duration::from_millis(100)),
+                    stall: config.health_stall,
+                    services: vec![
+                        String::new(),
+                        <SchedulerServer<SchedulerApi> as tonic::server::NamedService>::NAME
+                            .to_owned(),
+                    ],
+                },
+            }
+            .run(watchdog_stop.clone()),
+        );
 
         let engine_stop = CancellationToken::new();
         let engine_task = tokio::spawn(engine.run(engine_stop.clone()));
@@ -239,6 +275,11 @@ impl Application {
             .add_service(SchedulerServer::new(api))
             .serve_with_incoming_shutdown(incoming, async move {
                 server_shutdown.cancelled().await;
+                watchdog_stop.cancel();
+                let _ = watchdog.await;
+                health_reporter
+                    .set_service_status("", tonic_health::ServingStatus::NotServing)
+                    .await;
                 health_reporter
                     .set_not_serving::<SchedulerServer<SchedulerApi>>()
                     .await;

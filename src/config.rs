@@ -192,6 +192,16 @@ pub struct ServeConfig {
     /// within this plus a third of it. At least 1s.
     #[arg(long, env = "PUNCTUAL_LEASE_DURATION", default_value = "6s", value_parser = parse_duration)]
     pub lease_duration: Duration,
+
+    /// Time between health checks (database reachable, engine serving due
+    /// posts) behind `grpc.health.v1`.
+    #[arg(long, env = "PUNCTUAL_HEALTH_CHECK_INTERVAL", default_value = "5s", value_parser = parse_duration)]
+    pub health_check_interval: Duration,
+
+    /// Health reports NOT_SERVING when posts are overdue by this much and
+    /// nothing was claimed meanwhile.
+    #[arg(long, env = "PUNCTUAL_HEALTH_STALL", default_value = "60s", value_parser = parse_duration)]
+    pub health_stall: Duration,
 }
 
 impl ServeConfig {

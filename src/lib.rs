@@ -16,6 +16,7 @@
 //! * [`publisher`]: the HTTP client that delivers a post to the publishing
 //!   service, and the retry policy.
 //! * [`stats`]: queue health counters kept in memory.
+//! * [`health`]: the watchdog behind `grpc.health.v1`.
 //! * [`grpc`]: the tonic service; the only module that knows protobuf.
 //! * [`app`]: wiring, start-up and graceful shutdown.
 
@@ -28,6 +29,7 @@ pub mod domain;
 pub mod engine;
 pub mod events;
 pub mod grpc;
+pub mod health;
 pub mod publisher;
 pub mod scheduler;
 pub mod stats;

@@ -15,9 +15,18 @@ use crate::events::EventKind;
 use crate::publisher::{PublishOutcome, PublishRequest};
 use crate::storage::{Claim, DueEntry, Expectation, PostPatch, StorageError};
 
-/// Writes that record an outcome are retried this often before giving up;
-/// a post left `PUBLISHING` is recovered at the next start.
-const RECORD_ATTEMPTS: u32 = 5;
+/// How long the write that records an outcome is retried while the
+/// database is unreachable (a restart, a fail-over). Giving up leaves the
+/// post `PUBLISHING`, to be published again by whoever recovers it: a
+/// duplicate the idempotency key has to absorb, so it is worth waiting.
+const RECORD_RETRY_WINDOW: Duration = Duration::from_secs(120);
+
+/// Longest pause between two tries of an outcome write.
+const RECORD_RETRY_MAX_PAUSE: Duration = Duration::from_secs(2);
+
+/// How often a claimed post whose lease is not trusted right now (renewals
+/// failing) looks again.
+const LEASE_RECHECK: Duration = Duration::from_millis(100);
 
 /// Most posts claimed in one statement.
 const CLAIM_BATCH: usize = 256;
@@ -100,6 +109,7 @@ async fn claim_batch(
             return;
         }
     };
+    context.handle.progress.claimed();
     claimed.sort_by_key(|claim| (claim.post.next_attempt_at, claim.post.id));
     for claim in claimed {
         let Some((_, permit)) = due.remove(&claim.post.id) else {
@@ -164,17 +174,29 @@ async fn start_attempt(
     let context = Arc::clone(context);
     attempts.spawn(async move {
         wait_for_instant(&context, claimed.next_attempt_at).await;
-        // The semaphore is never closed.
-        let Ok(publish_permit) = context.permits.acquire().await else {
-            return;
+        let publish_permit = loop {
+            // The semaphore is never closed.
+            let Ok(publish_permit) = context.permits.acquire().await else {
+                return;
+            };
+            // The last moment to notice a lost lease before the publisher
+            // hears of the post.
+            if context.ownership.holds(partition, epoch) {
+                break publish_permit;
+            }
+            drop(publish_permit);
+            if context.ownership.epoch(partition) != Some(epoch) {
+                tracing::warn!(post.id = %claimed.id, partition, epoch, "lease lost before publishing; the partition's new owner publishes the post");
+                return;
+            }
+            // Not renewed in time, not known lost either (the database may
+            // be restarting): publish late rather than risk publishing
+            // alongside a new owner.
+            tokio::select! {
+                _ = context.stopping.cancelled() => return,
+                _ = tokio::time::sleep(LEASE_RECHECK) => {}
+            }
         };
-        // The last moment to notice a lost lease before the publisher hears
-        // of the post: the replica that took the partition over publishes
-        // it, under the same idempotency key.
-        if !context.ownership.holds(partition, epoch) {
-            tracing::warn!(post.id = %claimed.id, partition, epoch, "lease lost before publishing; the partition's new owner publishes the post");
-            return;
-        }
         let started = context.clock.now();
         context.events.emit(
             EventKind::Publishing,
@@ -185,7 +207,7 @@ async fn start_attempt(
         let lateness = (started - claimed.next_attempt_at)
             .to_std()
             .unwrap_or_default();
-        publish(&context, claimed, started, lateness, publish_permit).await;
+        publish(&context, claimed, epoch, started, lateness, publish_permit).await;
         drop(in_flight);
         drop(tracked);
         drop(claim_slot);
@@ -212,6 +234,7 @@ async fn wait_for_instant(context: &FireContext, instant: DateTime<Utc>) {
 async fn publish(
     context: &FireContext,
     claimed: Post,
+    epoch: i64,
     now: DateTime<Utc>,
     lateness: Duration,
     publish_permit: tokio::sync::SemaphorePermit<'_>,
@@ -246,7 +269,7 @@ async fn publish(
         finished_at,
         latency,
     };
-    record_outcome(context, &claimed, outcome, attempt).await;
+    record_outcome(context, &claimed, epoch, outcome, attempt).await;
 }
 
 /// When an attempt ran and how long the publisher took.
@@ -361,6 +384,7 @@ async fn dead_letter_missed(
 async fn record_outcome(
     context: &FireContext,
     claimed: &Post,
+    epoch: i64,
     outcome: PublishOutcome,
     attempt: Attempt,
 ) {
@@ -446,7 +470,8 @@ async fn record_outcome(
         return;
     };
     let mut pause = Duration::from_millis(100);
-    for attempt in 1..=RECORD_ATTEMPTS {
+    let give_up_at = std::time::Instant::now() + RECORD_RETRY_WINDOW;
+    loop {
         match context
             .storage
             .compare_and_set(&expected, &patch, now)
@@ -465,10 +490,13 @@ async fn record_outcome(
                 tracing::warn!(post.id = %claimed.id, "post changed, or its lease was lost, while it was being published; outcome not recorded");
                 return;
             }
-            Err(error @ StorageError::Unavailable(_)) if attempt < RECORD_ATTEMPTS => {
+            Err(error @ StorageError::Unavailable(_))
+                if std::time::Instant::now() < give_up_at
+                    && context.ownership.epoch(claimed.id.partition()) == Some(epoch) =>
+            {
                 tracing::warn!(post.id = %claimed.id, %error, "recording the outcome failed; retrying");
                 tokio::time::sleep(pause).await;
-                pause *= 2;
+                pause = (pause * 2).min(RECORD_RETRY_MAX_PAUSE);
             }
             Err(error) => {
                 tracing::error!(post.id = %claimed.id, %error, "could not record the outcome; the post is recovered at the next start");

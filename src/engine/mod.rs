@@ -103,6 +103,8 @@ enum Command {
     Released(Vec<u16>),
     /// Read every owned partition again (notifications may have been missed).
     Reload,
+    /// Answered by the engine's loop: it is turning.
+    Ping(tokio::sync::oneshot::Sender<()>),
 }
 
 /// Cheap, cloneable way to tell the engine about changes.
@@ -110,6 +112,41 @@ enum Command {
 pub struct EngineHandle {
     commands: mpsc::UnboundedSender<Command>,
     horizon: Duration,
+    progress: Arc<Progress>,
+}
+
+/// What the health watchdog reads of the engine's work.
+#[derive(Debug)]
+struct Progress {
+    base: std::time::Instant,
+    /// Milliseconds after `base` of the last successful claim, plus one (0:
+    /// none yet).
+    last_claim_ms: std::sync::atomic::AtomicU64,
+}
+
+impl Progress {
+    fn new() -> Self {
+        Self {
+            base: std::time::Instant::now(),
+            last_claim_ms: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    fn claimed(&self) {
+        let ms = u64::try_from(self.base.elapsed().as_millis()).unwrap_or(u64::MAX - 1);
+        self.last_claim_ms
+            .store(ms + 1, std::sync::atomic::Ordering::Release);
+    }
+
+    fn last_claim(&self) -> Option<std::time::Instant> {
+        match self
+            .last_claim_ms
+            .load(std::sync::atomic::Ordering::Acquire)
+        {
+            0 => None,
+            ms => Some(self.base + Duration::from_millis(ms - 1)),
+        }
+    }
 }
 
 impl EngineHandle {
@@ -139,6 +176,20 @@ impl EngineHandle {
 
     pub fn reload(&self) {
         let _ = self.commands.send(Command::Reload);
+    }
+
+    /// Whether the engine's loop answers within `timeout`.
+    pub async fn is_responsive(&self, timeout: Duration) -> bool {
+        let (answer, answered) = tokio::sync::oneshot::channel();
+        if self.commands.send(Command::Ping(answer)).is_err() {
+            return false;
+        }
+        matches!(tokio::time::timeout(timeout, answered).await, Ok(Ok(())))
+    }
+
+    /// When the engine last claimed posts (`None`: never yet).
+    pub fn last_claim(&self) -> Option<std::time::Instant> {
+        self.progress.last_claim()
     }
 
     fn load(&self, entries: Vec<DueEntry>) {
@@ -200,6 +251,7 @@ impl Engine {
         let handle = EngineHandle {
             commands: sender,
             horizon: config.horizon,
+            progress: Arc::new(Progress::new()),
         };
         let horizon_end = clock.now();
         let (ready, ready_receiver) = mpsc::unbounded_channel();
@@ -320,6 +372,9 @@ impl Engine {
                     }
                     keep
                 });
+            }
+            Command::Ping(answer) => {
+                let _ = answer.send(());
             }
             Command::Reload => {
                 let partitions = self.owned_partitions();

@@ -106,8 +106,21 @@ impl From<DieselError> for StorageError {
             DieselError::DatabaseError(DatabaseErrorKind::ClosedConnection, info) => {
                 StorageError::Unavailable(info.message().to_owned())
             }
-            // SQLite reports a lock held past busy_timeout as a plain error.
-            DieselError::DatabaseError(_, ref info) if info.message().contains("locked") => {
+            // SQLite reports a lock held past busy_timeout as a plain error;
+            // PostgreSQL going down mid-statement reports the lost
+            // connection (e.g. "terminating connection due to administrator
+            // command") under its own codes.
+            DieselError::DatabaseError(_, ref info)
+                if [
+                    "locked",
+                    "connection",
+                    "shutting down",
+                    "starting up",
+                    "recovery mode",
+                ]
+                .iter()
+                .any(|sign| info.message().contains(sign)) =>
+            {
                 StorageError::Unavailable(info.message().to_owned())
             }
             other => StorageError::Query(other),
@@ -1129,6 +1142,40 @@ impl Storage {
             .map(|us| rows::from_micros("next due", us))
             .transpose()?;
         Ok((next, overdue))
+    }
+
+    /// Whether a pending, unpaused post of these partitions (all when
+    /// `None`) was due before `before`: with a working engine there is none
+    /// for long.
+    pub async fn has_overdue_posts(
+        &self,
+        before: DateTime<Utc>,
+        partitions: Option<&[u16]>,
+    ) -> Result<bool, StorageError> {
+        let before_us = micros(before);
+        let partitions: Option<Vec<i32>> =
+            partitions.map(|list| list.iter().copied().map(i32::from).collect());
+        let found: Option<String> = with_connection!(self, |conn| {
+            let mut query = posts::table
+                .filter(is_pending())
+                .filter(posts::next_attempt_at_us.lt(before_us))
+                .filter(diesel::dsl::not(diesel::dsl::exists(
+                    schema::queue_pauses::table
+                        .filter(schema::queue_pauses::business_id.eq(posts::business_id))
+                        .filter(
+                            schema::queue_pauses::platform
+                                .eq("")
+                                .or(schema::queue_pauses::platform.eq(posts::platform)),
+                        ),
+                )))
+                .select(posts::id)
+                .into_boxed();
+            if let Some(partitions) = &partitions {
+                query = query.filter(posts::partition_no.eq_any(partitions));
+            }
+            query.first(conn).await.optional()?
+        });
+        Ok(found.is_some())
     }
 
     pub async fn upsert_slots(

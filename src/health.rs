@@ -1,0 +1,118 @@
+//! Health that means something: a watchdog that reports `NOT_SERVING` on
+//! `grpc.health.v1` while the database is unreachable or the engine has
+//! stopped serving due timers, so that probes catch a scheduler that is
+//! stuck without having crashed.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
+use tonic_health::ServingStatus;
+use tonic_health::server::HealthReporter;
+
+use crate::clock::Clock;
+use crate::engine::{EngineHandle, Ownership};
+use crate::storage::Storage;
+
+/// Each check gets this long to answer.
+const CHECK_TIMEOUT: Duration = Duration::from_secs(3);
+
+#[derive(Debug, Clone)]
+pub struct WatchdogConfig {
+    /// Time between checks.
+    pub interval: Duration,
+    /// Due posts waiting this long while nothing is claimed means the engine
+    /// is stuck.
+    pub stall: Duration,
+    /// The services whose status follows the verdict ("" is the server as a
+    /// whole, which Kubernetes probes ask about by default).
+    pub services: Vec<String>,
+}
+
+pub struct Watchdog {
+    pub storage: Storage,
+    pub engine: EngineHandle,
+    pub ownership: Arc<Ownership>,
+    pub clock: Arc<dyn Clock>,
+    pub reporter: HealthReporter,
+    pub config: WatchdogConfig,
+}
+
+impl Watchdog {
+    pub async fn run(self, stop: CancellationToken) {
+        let started = Instant::now();
+        let mut healthy = true;
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(self.config.interval) => {}
+            }
+            let verdict = self.check(started).await;
+            // Shutdown sets its own status; don't overwrite it.
+            if stop.is_cancelled() {
+                return;
+            }
+            match (&verdict, healthy) {
+                (Err(reason), true) => {
+                    tracing::error!(%reason, "health: NOT_SERVING");
+                    self.report(ServingStatus::NotServing).await;
+                    healthy = false;
+                }
+                (Ok(()), false) => {
+                    tracing::info!("health: SERVING again");
+                    self.report(ServingStatus::Serving).await;
+                    healthy = true;
+                }
+                _ => {}
+            }
+        }
+    }
+
+    async fn report(&self, status: ServingStatus) {
+        for service in &self.config.services {
+            self.reporter
+                .set_service_status(service.as_str(), status)
+                .await;
+        }
+    }
+
+    async fn check(&self, started: Instant) -> Result<(), String> {
+        match tokio::time::timeout(CHECK_TIMEOUT, self.storage.ping()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => return Err(format!("the database is unreachable: {error}")),
+            Err(_) => return Err("the database did not answer in time".to_owned()),
+        }
+        if !self.engine.is_responsive(CHECK_TIMEOUT).await {
+            return Err("the engine does not respond".to_owned());
+        }
+        // Due posts may wait while a backlog is worked off; they may not
+        // wait while nothing is claimed at all.
+        let claimed_lately =
+            self.engine.last_claim().unwrap_or(started).elapsed() < self.config.stall;
+        if claimed_lately {
+            return Ok(());
+        }
+        let partitions =
+            (!self.ownership.is_exclusive()).then(|| self.ownership.timer_partitions());
+        if partitions.as_ref().is_some_and(Vec::is_empty) {
+            return Ok(());
+        }
+        let stall = chrono::Duration::from_std(self.config.stall).unwrap_or(chrono::Duration::MAX);
+        let before = self.clock.now() - stall;
+        match tokio::time::timeout(
+            CHECK_TIMEOUT,
+            self.storage
+                .has_overdue_posts(before, partitions.as_deref()),
+        )
+        .await
+        {
+            Ok(Ok(false)) => Ok(()),
+            Ok(Ok(true)) => Err(format!(
+                "posts are overdue by more than {}s and none was claimed meanwhile: the engine is stuck",
+                self.config.stall.as_secs()
+            )),
+            Ok(Err(error)) => Err(format!("the database is unreachable: {error}")),
+            Err(_) => Err("the database did not answer in time".to_owned()),
+        }
+    }
+}
