@@ -452,7 +452,7 @@ async fn three_replicas_publish_every_post_exactly_once() {
     let posts = create_posts(
         &refs,
         2_000,
-        Duration::from_secs(8),
+        Duration::from_secs(12),
         Duration::from_secs(20),
     )
     .await;
@@ -497,7 +497,7 @@ async fn a_killed_replica_is_taken_over_and_no_post_is_lost() {
     let posts = create_posts(
         &refs,
         2_000,
-        Duration::from_secs(8),
+        Duration::from_secs(12),
         Duration::from_secs(20),
     )
     .await;
@@ -564,7 +564,7 @@ async fn a_replica_stopped_cleanly_hands_over_without_duplicates() {
     let posts = create_posts(
         &refs,
         2_000,
-        Duration::from_secs(8),
+        Duration::from_secs(12),
         Duration::from_secs(20),
     )
     .await;
