@@ -569,7 +569,7 @@ async fn a_replica_stopped_cleanly_hands_over_without_duplicates() {
     )
     .await;
     let ids: Vec<String> = posts.iter().map(|(id, _)| id.clone()).collect();
-    tokio::time::sleep(Duration::from_secs(14)).await;
+    tokio::time::sleep(Duration::from_secs(18)).await;
     let leaving = replicas.remove(0);
     let stopped_at = Utc::now();
     leaving.stop().await;
@@ -696,4 +696,82 @@ async fn health_reports_not_serving_while_the_database_is_gone() {
     let status = created.expect_err("no database, no post");
     assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
     replica.stop().await;
+}
+
+/// Runs `pg_ctlcluster` on the local cluster (CI's PostgreSQL).
+fn postgres_cluster(action: &str) {
+    let versions = std::fs::read_dir("/etc/postgresql").expect("a local PostgreSQL cluster");
+    let version = versions
+        .filter_map(Result::ok)
+        .map(|entry| entry.file_name().to_string_lossy().into_owned())
+        .max()
+        .expect("a PostgreSQL version");
+    let status = std::process::Command::new("pg_ctlcluster")
+        .args(["--skip-systemctl-redirect", &version, "main", action])
+        .status()
+        .expect("run pg_ctlcluster");
+    assert!(status.success(), "pg_ctlcluster {action} failed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "stops and starts the local PostgreSQL server: run alone (.ci/run does)"]
+async fn a_postgres_restart_under_load_loses_nothing_and_publishes_nothing_twice() {
+    let Some(admin) = admin_url() else { return };
+    let _turn = CONCURRENT_TESTS.acquire().await.expect("semaphore");
+    let database = Database::create(admin).await;
+    let receiver = Receiver::start().await;
+    let first = Replica::start("first", &database, &receiver).await;
+    let second = Replica::start("second", &database, &receiver).await;
+    database
+        .wait_balanced(&["first", "second"], Duration::from_secs(30))
+        .await;
+    let posts = create_posts(
+        &[&first, &second],
+        1_000,
+        Duration::from_secs(8),
+        Duration::from_secs(20),
+    )
+    .await;
+    let ids: Vec<String> = posts.iter().map(|(id, _)| id.clone()).collect();
+    tokio::time::sleep(Duration::from_secs(12)).await;
+
+    postgres_cluster("stop");
+    // While it is down, writes are refused as UNAVAILABLE: a client may
+    // retry them; nothing hangs or crashes.
+    let mut client = first.client().await;
+    let mut codes = Vec::new();
+    for _ in 0..3 {
+        let answer = client
+            .create_schedule(pb::CreateScheduleRequest {
+                business_id: "b".into(),
+                content_id: "during-the-outage".into(),
+                platform: "instagram".into(),
+                when: Some(pb::create_schedule_request::When::ScheduledFor(timestamp(
+                    Utc::now() + chrono::Duration::hours(1),
+                ))),
+                ..Default::default()
+            })
+            .await;
+        codes.push(answer.map(|_| tonic::Code::Ok).unwrap_or_else(|status| status.code()));
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    postgres_cluster("start");
+    assert!(
+        codes.iter().all(|code| *code == tonic::Code::Unavailable),
+        "writes while PostgreSQL was down: {codes:?}"
+    );
+
+    receiver.wait_for_all(&ids, Duration::from_secs(90)).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let by_post = check_deliveries(&posts, &receiver.deliveries());
+    assert_eq!(by_post.len(), 1_000, "every post was published");
+    assert!(
+        duplicates(&by_post).is_empty(),
+        "published twice across a database restart: {:?}",
+        duplicates(&by_post)
+    );
+    first.wait_serving(Duration::from_secs(30)).await;
+    second.wait_serving(Duration::from_secs(30)).await;
+    first.stop().await;
+    second.stop().await;
 }
