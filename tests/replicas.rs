@@ -759,7 +759,11 @@ async fn a_postgres_restart_under_load_loses_nothing_and_publishes_nothing_twice
                 ..Default::default()
             })
             .await;
-        codes.push(answer.map(|_| tonic::Code::Ok).unwrap_or_else(|status| status.code()));
+        codes.push(
+            answer
+                .map(|_| tonic::Code::Ok)
+                .unwrap_or_else(|status| status.code()),
+        );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     postgres_cluster("start");

@@ -5,7 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use tokio::sync::{OwnedSemaphorePermit, mpsc};
+use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::FireContext;
@@ -30,6 +31,98 @@ const LEASE_RECHECK: Duration = Duration::from_millis(100);
 
 /// Most posts claimed in one statement.
 const CLAIM_BATCH: usize = 256;
+
+/// Most outcomes written in one transaction.
+const OUTCOME_BATCH: usize = 256;
+
+/// An outcome to record with a compare-and-set, and where its result goes.
+pub(super) struct OutcomeWrite {
+    id: PostId,
+    version: i64,
+    patch: PostPatch,
+    done: oneshot::Sender<Result<Option<Post>, StorageError>>,
+}
+
+/// The one task that writes outcomes: the outcomes that arrive while a
+/// transaction commits are written together in the next, so a burst costs
+/// a commit per batch rather than per post. At most
+/// `max_concurrent_outcome_writes` transactions run at once, which leaves
+/// the rest of the connection pool to API calls.
+pub(super) async fn record_outcomes(
+    context: Arc<FireContext>,
+    mut outcomes: mpsc::UnboundedReceiver<OutcomeWrite>,
+    stop: CancellationToken,
+) {
+    let writers = TaskTracker::new();
+    loop {
+        let first = tokio::select! {
+            outcome = outcomes.recv() => match outcome {
+                Some(outcome) => outcome,
+                None => break,
+            },
+            _ = stop.cancelled() => break,
+        };
+        let Ok(permit) = Arc::clone(&context.outcome_writes).acquire_owned().await else {
+            break;
+        };
+        let mut batch = vec![first];
+        while batch.len() < OUTCOME_BATCH {
+            match outcomes.try_recv() {
+                Ok(outcome) => batch.push(outcome),
+                Err(_) => break,
+            }
+        }
+        let context = Arc::clone(&context);
+        writers.spawn(async move {
+            write_outcomes(&context, batch).await;
+            drop(permit);
+        });
+    }
+    writers.close();
+    writers.wait().await;
+}
+
+async fn write_outcomes(context: &FireContext, batch: Vec<OutcomeWrite>) {
+    let now = context.clock.now();
+    let changes: Vec<(Expectation<'static>, PostPatch)> = batch
+        .iter()
+        .map(|write| {
+            (
+                outcome_expectation(write.id, write.version),
+                write.patch.clone(),
+            )
+        })
+        .collect();
+    match context.storage.compare_and_set_many(&changes, now).await {
+        Ok(results) => {
+            for (write, result) in batch.into_iter().zip(results) {
+                let _ = write.done.send(Ok(result));
+            }
+        }
+        Err(error) => {
+            // One bad row must not fail the others: each is tried on its own.
+            tracing::warn!(%error, outcomes = batch.len(), "writing a batch of outcomes failed; writing them one by one");
+            for write in batch {
+                let expected = outcome_expectation(write.id, write.version);
+                let result = context
+                    .storage
+                    .compare_and_set(&expected, &write.patch, now)
+                    .await;
+                let _ = write.done.send(result);
+            }
+        }
+    }
+}
+
+fn outcome_expectation(id: PostId, version: i64) -> Expectation<'static> {
+    Expectation {
+        id,
+        fenced: true,
+        version: Some(version),
+        statuses: &[PostStatus::Publishing],
+        due_by: None,
+    }
+}
 
 /// The one task that claims due posts, in the order their timers fire, a
 /// batch per database round trip. Timers fire `claim_lead` before the
@@ -464,19 +557,27 @@ async fn record_outcome(
         statuses: &[PostStatus::Publishing],
         due_by: None,
     };
-    // Outcome writes take at most part of the connection pool, so that
-    // calls to the API still find a connection during a burst.
-    let Ok(_write_permit) = context.outcome_writes.acquire().await else {
-        return;
+    let (done, written) = oneshot::channel();
+    let queued = context.outcomes.send(OutcomeWrite {
+        id: claimed.id,
+        version: claimed.version,
+        patch: patch.clone(),
+        done,
+    });
+    let mut result = match queued {
+        Ok(()) => written.await.unwrap_or_else(|_| {
+            Err(StorageError::Unavailable(
+                "the outcome writer stopped".to_owned(),
+            ))
+        }),
+        Err(_) => Err(StorageError::Unavailable(
+            "the outcome writer stopped".to_owned(),
+        )),
     };
     let mut pause = Duration::from_millis(100);
     let give_up_at = std::time::Instant::now() + RECORD_RETRY_WINDOW;
     loop {
-        match context
-            .storage
-            .compare_and_set(&expected, &patch, now)
-            .await
-        {
+        match result {
             Ok(Some(post)) => {
                 if post.status == PostStatus::RetryScheduled {
                     context.handle.arm(post.id, post.next_attempt_at);
@@ -497,6 +598,14 @@ async fn record_outcome(
                 tracing::warn!(post.id = %claimed.id, %error, "recording the outcome failed; retrying");
                 tokio::time::sleep(pause).await;
                 pause = (pause * 2).min(RECORD_RETRY_MAX_PAUSE);
+                // Retries go alone: the batch writer is for the common case.
+                let Ok(_permit) = context.outcome_writes.acquire().await else {
+                    return;
+                };
+                result = context
+                    .storage
+                    .compare_and_set(&expected, &patch, now)
+                    .await;
             }
             Err(error) => {
                 tracing::error!(post.id = %claimed.id, %error, "could not record the outcome; the post is recovered at the next start");

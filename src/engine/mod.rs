@@ -210,7 +210,9 @@ struct FireContext {
     /// Bounds posts claimed and not yet finished.
     claim_slots: Arc<Semaphore>,
     /// Bounds concurrent writes of outcomes.
-    outcome_writes: Semaphore,
+    outcome_writes: Arc<Semaphore>,
+    /// Outcomes waiting to be written, a batch per transaction.
+    outcomes: mpsc::UnboundedSender<fire::OutcomeWrite>,
     gate: Arc<PauseGate>,
     limiter: RateLimiter,
     ownership: Arc<Ownership>,
@@ -233,6 +235,7 @@ pub struct Engine {
     /// Fired timers, in firing order, for the claiming task.
     ready: mpsc::UnboundedSender<DueEntry>,
     ready_receiver: Option<mpsc::UnboundedReceiver<DueEntry>>,
+    outcome_receiver: Option<mpsc::UnboundedReceiver<fire::OutcomeWrite>>,
     attempts: TaskTracker,
 }
 
@@ -255,8 +258,9 @@ impl Engine {
         };
         let horizon_end = clock.now();
         let (ready, ready_receiver) = mpsc::unbounded_channel();
+        let (outcomes, outcome_receiver) = mpsc::unbounded_channel();
         let permits = Semaphore::new(config.max_concurrent_publishes.max(1));
-        let outcome_writes = Semaphore::new(config.max_concurrent_outcome_writes.max(1));
+        let outcome_writes = Arc::new(Semaphore::new(config.max_concurrent_outcome_writes.max(1)));
         let claim_slots = Arc::new(Semaphore::new(
             config
                 .max_concurrent_publishes
@@ -276,6 +280,7 @@ impl Engine {
                 permits,
                 claim_slots,
                 outcome_writes,
+                outcomes,
                 gate,
                 limiter,
                 ownership,
@@ -287,6 +292,7 @@ impl Engine {
             horizon_end,
             ready,
             ready_receiver: Some(ready_receiver),
+            outcome_receiver: Some(outcome_receiver),
             attempts: TaskTracker::new(),
         }
     }
@@ -300,6 +306,16 @@ impl Engine {
     /// recovered at the next start with the same idempotency key.
     pub async fn run(mut self, shutdown: CancellationToken) {
         let horizon = self.context.config.horizon;
+        // Stopped once every attempt is done: attempts wait for their
+        // outcome's write, so none is pending then.
+        let recorder_stop = CancellationToken::new();
+        let recorder = self.outcome_receiver.take().map(|outcomes| {
+            tokio::spawn(fire::record_outcomes(
+                Arc::clone(&self.context),
+                outcomes,
+                recorder_stop.clone(),
+            ))
+        });
         if let Some(ready) = self.ready_receiver.take() {
             self.attempts.spawn(fire::claim_due_posts(
                 Arc::clone(&self.context),
@@ -335,6 +351,10 @@ impl Engine {
                 in_flight = self.attempts.len(),
                 "publish attempts still running at shutdown; they resume at the next start"
             );
+        }
+        recorder_stop.cancel();
+        if let Some(recorder) = recorder {
+            let _ = recorder.await;
         }
     }
 

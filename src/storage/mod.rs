@@ -70,6 +70,47 @@ macro_rules! owner_condition {
     };
 }
 
+/// A compare-and-set with its values converted for binding.
+struct PreparedCas {
+    id: String,
+    statuses: Vec<String>,
+    changes: rows::PostChanges,
+    version: Option<i64>,
+    due_by_us: i64,
+    fence: OwnerCondition,
+}
+
+/// Runs a [`PreparedCas`] on `$conn`: the changed row, or `None` when the
+/// post no longer matched.
+macro_rules! apply_cas {
+    ($conn:expr, $cas:expr) => {{
+        let cas = &$cas;
+        let statement = diesel::update(posts::table)
+            .filter(posts::id.eq(&cas.id))
+            .filter(posts::status.eq_any(&cas.statuses))
+            .filter(posts::next_attempt_at_us.le(cas.due_by_us))
+            .filter(owner_condition!(cas.fence));
+        match cas.version {
+            Some(version) => {
+                statement
+                    .filter(posts::version.eq(version))
+                    .set((&cas.changes, posts::version.eq(posts::version + 1)))
+                    .returning(PostRow::as_returning())
+                    .get_result($conn)
+                    .await
+            }
+            None => {
+                statement
+                    .set((&cas.changes, posts::version.eq(posts::version + 1)))
+                    .returning(PostRow::as_returning())
+                    .get_result($conn)
+                    .await
+            }
+        }
+        .optional()
+    }};
+}
+
 const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
 const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
 
@@ -666,40 +707,58 @@ impl Storage {
         patch: &PostPatch,
         now: DateTime<Utc>,
     ) -> Result<Option<Post>, StorageError> {
-        let id = expected.id.to_string();
-        let statuses: Vec<&str> = expected.statuses.iter().map(|s| s.as_str()).collect();
-        let changes = rows::PostChanges::from_patch(patch, now);
-        // Absent conditions become always-true comparisons so that one
-        // statement shape serves every call.
-        let version = expected.version;
-        let due_by_us = expected.due_by.map(micros).unwrap_or(i64::MAX);
-        let fence = self.finish_fence(expected.fenced);
-        let row: Option<PostRow> = with_write_connection!(self, |conn| {
-            let statement = diesel::update(posts::table)
-                .filter(posts::id.eq(&id))
-                .filter(posts::status.eq_any(&statuses))
-                .filter(posts::next_attempt_at_us.le(due_by_us))
-                .filter(owner_condition!(fence));
-            match version {
-                Some(version) => {
-                    statement
-                        .filter(posts::version.eq(version))
-                        .set((&changes, posts::version.eq(posts::version + 1)))
-                        .returning(PostRow::as_returning())
-                        .get_result(conn)
-                        .await
-                }
-                None => {
-                    statement
-                        .set((&changes, posts::version.eq(posts::version + 1)))
-                        .returning(PostRow::as_returning())
-                        .get_result(conn)
-                        .await
-                }
-            }
-            .optional()?
-        });
+        let cas = self.prepare_cas(expected, patch, now);
+        let row: Option<PostRow> = with_write_connection!(self, |conn| { apply_cas!(conn, cas)? });
         row.map(PostRow::into_post).transpose()
+    }
+
+    /// Several compare-and-sets in one transaction, so one commit serves
+    /// them all (a burst of outcomes). Each applies or not on its own, as
+    /// [`Storage::compare_and_set`]; an error fails them all.
+    pub async fn compare_and_set_many(
+        &self,
+        changes: &[(Expectation<'_>, PostPatch)],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Option<Post>>, StorageError> {
+        let prepared: Vec<PreparedCas> = changes
+            .iter()
+            .map(|(expected, patch)| self.prepare_cas(expected, patch, now))
+            .collect();
+        let rows: Vec<Option<PostRow>> = with_write_connection!(self, |conn| {
+            conn.transaction(async |conn| {
+                let mut rows = Vec::with_capacity(prepared.len());
+                for cas in &prepared {
+                    rows.push(apply_cas!(conn, cas)?);
+                }
+                Ok::<_, DieselError>(rows)
+            })
+            .await?
+        });
+        rows.into_iter()
+            .map(|row| row.map(PostRow::into_post).transpose())
+            .collect()
+    }
+
+    fn prepare_cas(
+        &self,
+        expected: &Expectation<'_>,
+        patch: &PostPatch,
+        now: DateTime<Utc>,
+    ) -> PreparedCas {
+        PreparedCas {
+            id: expected.id.to_string(),
+            statuses: expected
+                .statuses
+                .iter()
+                .map(|s| s.as_str().to_owned())
+                .collect(),
+            changes: rows::PostChanges::from_patch(patch, now),
+            version: expected.version,
+            // Absent conditions become always-true comparisons so that one
+            // statement shape serves every call.
+            due_by_us: expected.due_by.map(micros).unwrap_or(i64::MAX),
+            fence: self.finish_fence(expected.fenced),
+        }
     }
 
     /// Pending posts whose next attempt is in `[from, until)`, in due order,
