@@ -14,12 +14,13 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::server::TcpIncoming;
 
+use crate::auth::Authenticator;
 use crate::clock::{Clock, SystemClock};
 use crate::config::ServeConfig;
 use crate::engine::gate::PauseGate;
 use crate::engine::{Engine, EngineConfig};
 use crate::events::EventBus;
-use crate::grpc::{SchedulerApi, SchedulerServer, pb};
+use crate::grpc::{AuthInterceptor, LoadShedLayer, SchedulerApi, SchedulerServer, pb};
 use crate::publisher::{HttpPublisher, HttpPublisherConfig, Publisher, RetryPolicy};
 use crate::scheduler::{Limits, SchedulerService};
 use crate::stats::QueueStatsTracker;
@@ -35,6 +36,7 @@ pub struct Application {
     engine: Engine,
     service: SchedulerService,
     storage: Storage,
+    authenticator: Authenticator,
 }
 
 impl Application {
@@ -48,6 +50,14 @@ impl Application {
         config: ServeConfig,
         clock: Arc<dyn Clock>,
     ) -> anyhow::Result<Self> {
+        // Checked first: a server that must not run open should fail before
+        // it touches the database.
+        let authenticator = Authenticator::from_config(
+            config.auth_tokens_file.as_deref(),
+            &config.auth_token_hashes,
+            config.listen_addr,
+            config.allow_unauthenticated,
+        )?;
         let storage_options = StorageOptions {
             max_connections: config.database_max_connections,
             ..StorageOptions::default()
@@ -150,6 +160,7 @@ impl Application {
             engine,
             service,
             storage,
+            authenticator,
         })
     }
 
@@ -165,6 +176,7 @@ impl Application {
             engine,
             service,
             storage,
+            authenticator,
         } = self;
         let address = listener.local_addr()?;
 
@@ -186,23 +198,43 @@ impl Application {
         let engine_stop = CancellationToken::new();
         let engine_task = tokio::spawn(engine.run(engine_stop.clone()));
 
-        let api = SchedulerApi::new(service, shutdown.clone());
+        let api = SchedulerApi::new(
+            service,
+            shutdown.clone(),
+            usize::try_from(config.max_watchers).unwrap_or(usize::MAX),
+        );
         tracing::info!(
             listen_addr = %address,
             database = storage.backend_name(),
             publisher_url = %config.publisher_url,
+            authentication = if authenticator.is_open() { "none" } else { "bearer tokens" },
+            max_concurrent_requests = config.max_concurrent_requests,
             "punctual is serving"
+        );
+        // The size bound applies to each decoded message, before it is
+        // buffered; the interceptor runs before the message is read at all.
+        let scheduler = tonic::service::interceptor::InterceptedService::new(
+            SchedulerServer::new(api).max_decoding_message_size(
+                usize::try_from(config.max_request_bytes).unwrap_or(usize::MAX),
+            ),
+            AuthInterceptor::new(authenticator),
         );
         let server_shutdown = shutdown.clone();
         // Without TCP_NODELAY a small response waits for the peer's delayed
         // ACK: ~40 ms added to every call.
         let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+        // `timeout` bounds each call by the shorter of the server's limit and
+        // the caller's `grpc-timeout`; tonic then answers CANCELLED ("Timeout
+        // expired") and the caller's own deadline reports DEADLINE_EXCEEDED.
         let served = tonic::transport::Server::builder()
             .timeout(config.request_timeout)
+            .layer(LoadShedLayer::new(
+                usize::try_from(config.max_concurrent_requests).unwrap_or(usize::MAX),
+            ))
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
-            .add_service(SchedulerServer::new(api))
+            .add_service(scheduler)
             .serve_with_incoming_shutdown(incoming, async move {
                 server_shutdown.cancelled().await;
                 health_reporter

@@ -13,10 +13,14 @@
 //! * [`publisher`]: the HTTP client that delivers a post to the publishing
 //!   service, and the retry policy.
 //! * [`stats`]: queue health counters kept in memory.
-//! * [`grpc`]: the tonic service; the only module that knows protobuf.
+//! * [`auth`]: bearer tokens (kept as digests) and the businesses each may
+//!   touch.
+//! * [`grpc`]: the tonic service; the only module that knows protobuf. It
+//!   authenticates calls, checks their business, and sheds load.
 //! * [`app`]: wiring, start-up and graceful shutdown.
 
 pub mod app;
+pub mod auth;
 pub mod cli;
 pub mod clock;
 pub mod config;
