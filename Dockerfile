@@ -19,13 +19,20 @@ COPY --from=builder /out/punctual /usr/local/bin/punctual
 
 USER punctual
 WORKDIR /var/lib/punctual
+# In a container the service must be reachable from outside, so it listens
+# on every interface, and therefore requires bearer tokens: mount a tokens
+# file and set PUNCTUAL_AUTH_TOKENS_FILE (see README, "Authentication"),
+# or `serve` refuses to start.
 ENV PUNCTUAL_LISTEN_ADDR=0.0.0.0:50051 \
     PUNCTUAL_DATABASE_URL=sqlite:///var/lib/punctual/punctual.db
 VOLUME ["/var/lib/punctual"]
 EXPOSE 50051
-# No HEALTHCHECK: the image carries no gRPC health client. Orchestrators
-# should probe the standard gRPC health service (grpc.health.v1.Health/Check,
-# service "punctual.v1.Scheduler"), e.g. with Kubernetes' native grpc probe.
+# `punctual health-check` asks grpc.health.v1.Health/Check on the address of
+# PUNCTUAL_LISTEN_ADDR (through loopback) and exits 0 only on SERVING; it
+# needs no token and no tool beyond the binary. Kubernetes uses its native
+# grpc probes instead (deploy/deployment.yaml).
+HEALTHCHECK --interval=15s --timeout=5s --start-period=30s --retries=3 \
+    CMD ["punctual", "health-check", "--timeout", "4s"]
 # SIGTERM starts a graceful shutdown (see --shutdown-grace).
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["punctual"]

@@ -14,13 +14,14 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::server::TcpIncoming;
 
+use crate::auth::Authenticator;
 use crate::clock::{Clock, SystemClock};
 use crate::cluster::{ClusterConfig, Coordinator};
 use crate::config::ServeConfig;
 use crate::engine::gate::PauseGate;
 use crate::engine::{Engine, EngineConfig, Ownership};
 use crate::events::EventBus;
-use crate::grpc::{SchedulerApi, SchedulerServer, pb};
+use crate::grpc::{AuthInterceptor, LoadShedLayer, SchedulerApi, SchedulerServer, pb};
 use crate::health::{Watchdog, WatchdogConfig};
 use crate::publisher::{HttpPublisher, HttpPublisherConfig, Publisher, RetryPolicy};
 use crate::scheduler::{Limits, SchedulerService};
@@ -41,6 +42,7 @@ pub struct Application {
     coordinator: Option<Coordinator>,
     ownership: Arc<Ownership>,
     clock: Arc<dyn Clock>,
+    authenticator: Authenticator,
 }
 
 impl Application {
@@ -54,6 +56,14 @@ impl Application {
         config: ServeConfig,
         clock: Arc<dyn Clock>,
     ) -> anyhow::Result<Self> {
+        // Checked first: a server that must not run open should fail before
+        // it touches the database.
+        let authenticator = Authenticator::from_config(
+            config.auth_tokens_file.as_deref(),
+            &config.auth_token_hashes,
+            config.listen_addr,
+            config.allow_unauthenticated,
+        )?;
         let storage_options = StorageOptions {
             max_connections: config.database_max_connections,
             ..StorageOptions::default()
@@ -189,6 +199,7 @@ impl Application {
             coordinator,
             ownership,
             clock,
+            authenticator,
         })
     }
 
@@ -207,6 +218,7 @@ impl Application {
             coordinator,
             ownership,
             clock,
+            authenticator,
         } = self;
         let address = listener.local_addr()?;
 
@@ -256,23 +268,43 @@ impl Application {
         let cluster_task =
             coordinator.map(|coordinator| tokio::spawn(coordinator.run(cluster_stop.clone())));
 
-        let api = SchedulerApi::new(service, shutdown.clone());
+        let api = SchedulerApi::new(
+            service,
+            shutdown.clone(),
+            usize::try_from(config.max_watchers).unwrap_or(usize::MAX),
+        );
         tracing::info!(
             listen_addr = %address,
             database = storage.backend_name(),
             publisher_url = %config.publisher_url,
+            authentication = if authenticator.is_open() { "none" } else { "bearer tokens" },
+            max_concurrent_requests = config.max_concurrent_requests,
             "punctual is serving"
+        );
+        // The size bound applies to each decoded message, before it is
+        // buffered; the interceptor runs before the message is read at all.
+        let scheduler = tonic::service::interceptor::InterceptedService::new(
+            SchedulerServer::new(api).max_decoding_message_size(
+                usize::try_from(config.max_request_bytes).unwrap_or(usize::MAX),
+            ),
+            AuthInterceptor::new(authenticator),
         );
         let server_shutdown = shutdown.clone();
         // Without TCP_NODELAY a small response waits for the peer's delayed
         // ACK: ~40 ms added to every call.
         let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+        // `timeout` bounds each call by the shorter of the server's limit and
+        // the caller's `grpc-timeout`; tonic then answers CANCELLED ("Timeout
+        // expired") and the caller's own deadline reports DEADLINE_EXCEEDED.
         let served = tonic::transport::Server::builder()
             .timeout(config.request_timeout)
+            .layer(LoadShedLayer::new(
+                usize::try_from(config.max_concurrent_requests).unwrap_or(usize::MAX),
+            ))
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
-            .add_service(SchedulerServer::new(api))
+            .add_service(scheduler)
             .serve_with_incoming_shutdown(incoming, async move {
                 server_shutdown.cancelled().await;
                 watchdog_stop.cancel();

@@ -4,10 +4,12 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::auth::TokenGrant;
 use crate::engine::limits::RateLimit;
 use crate::scheduler::SuggestConfig;
 
@@ -26,13 +28,17 @@ pub struct Cli {
 pub enum Command {
     /// Run the gRPC service.
     Serve(Box<ServeConfig>),
+    /// Print the SHA-256 digest of a bearer token, for --auth-tokens-file.
+    HashToken(crate::cli::admin::HashTokenArgs),
+    /// Probe a server's gRPC health; exit 0 when it is SERVING, 1 otherwise.
+    HealthCheck(crate::cli::admin::HealthCheckArgs),
     /// The client commands (`schedule`, `list`, `calendar`, …), talking to a
     /// running server.
     #[command(flatten)]
     Client(Box<crate::cli::ClientCommand>),
 }
 
-fn parse_duration(input: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration(input: &str) -> Result<Duration, String> {
     humantime::parse_duration(input)
         .map_err(|error| format!("{error} (e.g. \"500ms\", \"2s\", \"1h\")"))
 }
@@ -66,7 +72,8 @@ fn parse_prior_override(input: &str) -> Result<(String, String), String> {
 
 #[derive(Debug, Clone, Args)]
 pub struct ServeConfig {
-    /// Address the gRPC server listens on.
+    /// Address the gRPC server listens on. On an address other than
+    /// loopback, auth tokens are required (see --allow-unauthenticated).
     #[arg(long, env = "PUNCTUAL_LISTEN_ADDR", default_value = "127.0.0.1:50051")]
     pub listen_addr: SocketAddr,
 
@@ -202,6 +209,46 @@ pub struct ServeConfig {
     /// nothing was claimed meanwhile.
     #[arg(long, env = "PUNCTUAL_HEALTH_STALL", default_value = "60s", value_parser = parse_duration)]
     pub health_stall: Duration,
+
+    /// File of bearer tokens, one per line: `<sha256-hex-of-token>
+    /// <business>[,<business>…]`, or `<sha256-hex-of-token> *` for every
+    /// business; `#` starts a comment. `punctual hash-token` makes the digest.
+    #[arg(long, env = "PUNCTUAL_AUTH_TOKENS_FILE", value_name = "PATH")]
+    pub auth_tokens_file: Option<PathBuf>,
+
+    /// One bearer token, `SHA256_HEX=BUSINESS[,BUSINESS…]` or
+    /// `SHA256_HEX=*`; repeat the flag, or separate entries with `;` in the
+    /// variable. Adds to the tokens file.
+    #[arg(
+        long = "auth-token-hash",
+        env = "PUNCTUAL_AUTH_TOKEN_HASHES",
+        value_name = "HASH=BUSINESSES",
+        value_delimiter = ';',
+        hide_env_values = true,
+        value_parser = TokenGrant::parse_assignment
+    )]
+    pub auth_token_hashes: Vec<TokenGrant>,
+
+    /// Serve without tokens on an address other than loopback. Only for a
+    /// network where every peer is trusted; a warning is logged at start.
+    #[arg(long, env = "PUNCTUAL_ALLOW_UNAUTHENTICATED")]
+    pub allow_unauthenticated: bool,
+
+    /// Most `punctual.v1.Scheduler` calls handled at once; a call beyond it
+    /// is refused at once with RESOURCE_EXHAUSTED rather than queued.
+    /// `WatchEvents` streams count only while they start.
+    #[arg(long, env = "PUNCTUAL_MAX_CONCURRENT_REQUESTS", default_value_t = 512, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_concurrent_requests: u32,
+
+    /// Most `WatchEvents` streams open at once; one more is refused with
+    /// RESOURCE_EXHAUSTED.
+    #[arg(long, env = "PUNCTUAL_MAX_WATCHERS", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_watchers: u32,
+
+    /// Largest request message accepted, in bytes; a larger one is refused
+    /// with OUT_OF_RANGE before it is read into memory.
+    #[arg(long, env = "PUNCTUAL_MAX_REQUEST_BYTES", default_value_t = 4 * 1024 * 1024, value_parser = clap::value_parser!(u32).range(1024..))]
+    pub max_request_bytes: u32,
 }
 
 impl ServeConfig {

@@ -17,10 +17,14 @@
 //!   service, and the retry policy.
 //! * [`stats`]: queue health counters kept in memory.
 //! * [`health`]: the watchdog behind `grpc.health.v1`.
-//! * [`grpc`]: the tonic service; the only module that knows protobuf.
+//! * [`auth`]: bearer tokens (kept as digests) and the businesses each may
+//!   touch.
+//! * [`grpc`]: the tonic service; the only module that knows protobuf. It
+//!   authenticates calls, checks their business, and sheds load.
 //! * [`app`]: wiring, start-up and graceful shutdown.
 
 pub mod app;
+pub mod auth;
 pub mod cli;
 pub mod clock;
 pub mod cluster;

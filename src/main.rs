@@ -20,6 +20,8 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::HashToken(args) => punctual::cli::admin::hash_token(args),
+        Command::HealthCheck(args) => punctual::cli::admin::health_check(args),
         Command::Client(command) => punctual::cli::run(*command),
     }
 }

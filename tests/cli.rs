@@ -26,6 +26,10 @@ struct Server {
 
 impl Server {
     async fn start() -> Server {
+        Server::start_with(|_| {}).await
+    }
+
+    async fn start_with(adjust: impl FnOnce(&mut ServeConfig)) -> Server {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut config = ServeConfig::with_defaults();
         config.listen_addr = "127.0.0.1:0".parse().unwrap();
@@ -35,6 +39,7 @@ impl Server {
         config.max_attempts = 2;
         config.retry_base_delay = Duration::from_millis(50);
         config.retry_max_delay = Duration::from_millis(100);
+        adjust(&mut config);
         let app = Application::build(config).await.expect("build the server");
         let addr = app.local_addr().expect("bound address");
         let shutdown = CancellationToken::new();
@@ -99,16 +104,19 @@ fn punctual() -> tokio::process::Command {
 }
 
 async fn run_with_server(server: &str, args: &[&str]) -> Run {
-    let output = tokio::time::timeout(
-        WAIT,
-        punctual()
-            .args(args)
-            .env("PUNCTUAL_SERVER", server)
-            .output(),
-    )
-    .await
-    .unwrap_or_else(|_| panic!("punctual {args:?} did not finish"))
-    .expect("run the binary");
+    run_with_env(&[("PUNCTUAL_SERVER", server)], args).await
+}
+
+async fn run_with_env(env: &[(&str, &str)], args: &[&str]) -> Run {
+    let mut command = punctual();
+    command.args(args).env_remove("PUNCTUAL_TOKEN");
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    let output = tokio::time::timeout(WAIT, command.output())
+        .await
+        .unwrap_or_else(|_| panic!("punctual {args:?} did not finish"))
+        .expect("run the binary");
     Run {
         code: output.status.code(),
         stdout: String::from_utf8(output.stdout).expect("UTF-8 stdout"),
@@ -751,4 +759,102 @@ async fn watch_streams_events() {
     watcher.start_kill().expect("stop watch");
     let _ = watcher.wait().await;
     server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_token_is_sent_as_a_bearer_header() {
+    use punctual::auth::{TokenDigest, TokenGrant};
+    let grant =
+        TokenGrant::parse_assignment(&format!("{}=acme", TokenDigest::of("acme-token").to_hex()))
+            .unwrap();
+    let server = Server::start_with(|config| config.auth_token_hashes = vec![grant]).await;
+    let list = ["list", "--business", "acme", "--output", "json"];
+
+    let run = server.run(&list).await;
+    assert_eq!(run.code, Some(1), "{run:?}");
+    assert!(run.stderr.contains("(UNAUTHENTICATED)"), "{run:?}");
+    assert!(run.stderr.contains("PUNCTUAL_TOKEN"), "{run:?}");
+
+    let with_token = [
+        ("PUNCTUAL_SERVER", server.url.as_str()),
+        ("PUNCTUAL_TOKEN", "acme-token"),
+    ];
+    run_with_env(&with_token, &list).await.assert_success();
+    let mut flagged = list.to_vec();
+    flagged.extend(["--token", "acme-token"]);
+    server.run(&flagged).await.assert_success();
+
+    let other = ["list", "--business", "globex"];
+    let run = run_with_env(&with_token, &other).await;
+    assert_eq!(run.code, Some(1), "{run:?}");
+    assert!(run.stderr.contains("(PERMISSION_DENIED)"), "{run:?}");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_check_exits_zero_only_for_a_serving_server() {
+    use punctual::auth::{TokenDigest, TokenGrant};
+    let grant =
+        TokenGrant::parse_assignment(&format!("{}=*", TokenDigest::of("root").to_hex())).unwrap();
+    // Tokens are required, yet the probe needs none.
+    let server = Server::start_with(|config| config.auth_token_hashes = vec![grant]).await;
+    let run = server.run(&["health-check", "--server", &server.url]).await;
+    run.assert_success();
+    assert_eq!(run.stdout.trim(), "SERVING");
+
+    // The default target is the listen address, through loopback.
+    let port = server.url.rsplit(':').next().unwrap().to_owned();
+    let listen_addr = format!("0.0.0.0:{port}");
+    run_with_env(&[("PUNCTUAL_LISTEN_ADDR", &listen_addr)], &["health-check"])
+        .await
+        .assert_success();
+
+    let run = server
+        .run(&[
+            "health-check",
+            "--server",
+            &server.url,
+            "--service",
+            "no.such.Service",
+        ])
+        .await;
+    assert_eq!(run.code, Some(1), "{run:?}");
+    server.stop().await;
+
+    let closed = format!("http://{}", unused_port().await);
+    let run = run_with_env(
+        &[],
+        &["health-check", "--server", &closed, "--timeout", "2s"],
+    )
+    .await;
+    assert_eq!(run.code, Some(1), "{run:?}");
+}
+
+#[tokio::test]
+async fn hash_token_prints_the_sha256_of_the_token() {
+    let expected = "2bb80d537b1da3e38bd30361aa855686bde0eacd7162fef6a25fe97bf527a25b";
+    let run = run_with_env(&[], &["hash-token", "secret"]).await;
+    run.assert_success();
+    assert_eq!(run.stdout, format!("{expected}\n"));
+
+    let mut child = punctual()
+        .arg("hash-token")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("run the binary");
+    let mut stdin = child.stdin.take().expect("stdin");
+    tokio::io::AsyncWriteExt::write_all(&mut stdin, b"secret\n")
+        .await
+        .expect("write the token");
+    drop(stdin);
+    let output = tokio::time::timeout(WAIT, child.wait_with_output())
+        .await
+        .expect("hash-token finishes")
+        .expect("output");
+    assert!(output.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout),
+        format!("{expected}\n")
+    );
 }

@@ -78,6 +78,12 @@ fn describe_status(status: &tonic::Status) -> String {
             "\nhint: the server does not offer this call yet; it may be older than this client."
         }
         Code::Unavailable => "\nhint: the server is unreachable or overloaded; try again.",
+        Code::Unauthenticated => {
+            "\nhint: set PUNCTUAL_TOKEN (or --token) to a token this server knows."
+        }
+        Code::PermissionDenied => {
+            "\nhint: this token is bound to other businesses; name one of its businesses."
+        }
         Code::Aborted => "\nhint: the post changed meanwhile; `punctual show ID` has its version.",
         _ => "",
     };

@@ -4,23 +4,25 @@
 //! a person or as JSON for a script.
 //!
 //! This module owns the command tree, the options every client command
-//! shares (`--server`, `--output`, `--tz`), the one way of connecting
-//! ([`Session::connect`]), and the exit codes: 0 on success, 1 when the server
-//! refuses or cannot be reached, 2 for a command line that makes no sense
-//! (clap's own usage errors exit 2 as well).
+//! shares (`--server`, `--token`, `--output`, `--tz`), the one way of
+//! connecting ([`Session::connect`]), and the exit codes: 0 on success, 1
+//! when the server refuses or cannot be reached, 2 for a command line that
+//! makes no sense (clap's own usage errors exit 2 as well).
 //!
 //! What lives where:
 //! - [`time`]: reading instants from the command line, showing them in a zone;
 //! - [`output`]: tables, the [`Render`](output::Render) trait, printing;
 //! - [`json`]: the JSON form of every response;
 //! - [`error`]: what can go wrong and how it is reported;
-//! - [`posts`], [`queue`], [`slots`], [`calendar`]: the commands themselves.
+//! - [`posts`], [`queue`], [`slots`], [`calendar`]: the commands themselves;
+//! - [`admin`]: the operator commands `hash-token` and `health-check`.
 //!
 //! The CLI converts only what it must (instants into timestamps, the zone it
 //! displays in) and passes everything the server interprets — zone names,
 //! local times, dates — verbatim, so that a mistake there is explained by the
 //! server's own message.
 
+pub mod admin;
 pub mod calendar;
 pub mod error;
 pub mod json;
@@ -34,6 +36,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Subcommand, ValueEnum};
+use tonic::metadata::{AsciiMetadataValue, MetadataValue};
+use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::domain::time::{DstPolicy, GapPolicy, OverlapPolicy, TimeZone};
@@ -94,6 +99,16 @@ pub struct CommonArgs {
         value_name = "URL"
     )]
     pub server: String,
+
+    /// Bearer token sent with every call (prefer the variable: a flag is
+    /// visible to other users of the machine).
+    #[arg(
+        long,
+        env = "PUNCTUAL_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    pub token: Option<String>,
 
     /// How to print the result.
     #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
@@ -164,41 +179,61 @@ async fn execute(command: ClientCommand) -> Result<(), CliError> {
     }
 }
 
+/// Adds `authorization: Bearer <token>` to every call, when a token is set.
+#[derive(Debug, Clone)]
+pub struct BearerToken(Option<AsciiMetadataValue>);
+
+impl BearerToken {
+    pub fn new(token: Option<&str>) -> Result<Self, CliError> {
+        match token.map(str::trim).filter(|token| !token.is_empty()) {
+            None => Ok(Self(None)),
+            Some(token) => MetadataValue::try_from(format!("Bearer {token}"))
+                .map(|value| Self(Some(value)))
+                .map_err(|_| {
+                    CliError::Usage("the token must be printable ASCII without spaces".to_owned())
+                }),
+        }
+    }
+}
+
+impl Interceptor for BearerToken {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(value) = &self.0 {
+            request
+                .metadata_mut()
+                .insert("authorization", value.clone());
+        }
+        Ok(request)
+    }
+}
+
+/// The generated client with the caller's token attached.
+pub type Client = SchedulerClient<InterceptedService<Channel, BearerToken>>;
+
 /// A connection to the server plus how to show what it answers.
 pub struct Session {
-    client: SchedulerClient<Channel>,
+    client: Client,
     output: OutputFormat,
     view: View,
 }
 
 impl Session {
-    /// Connects to `--server`; a bare `host:port` means plain-text HTTP/2.
+    /// Connects to `--server`, sending `--token` with every call.
     pub async fn connect(common: &CommonArgs) -> Result<Session, CliError> {
-        let server = common.server.trim();
-        let url = if server.contains("://") {
-            server.to_owned()
-        } else {
-            format!("http://{server}")
-        };
-        let endpoint = Endpoint::from_shared(url.clone())
-            .map_err(|error| CliError::Usage(format!("invalid --server {server:?}: {error}")))?
-            .connect_timeout(CONNECT_TIMEOUT);
-        let channel = endpoint
-            .connect()
-            .await
-            .map_err(|error| CliError::Connect {
-                server: url,
-                reason: error::causes(&error),
-            })?;
+        let token = BearerToken::new(common.token.as_deref())?;
+        let channel = connect_channel(&common.server).await?;
         Ok(Session {
-            client: SchedulerClient::new(channel),
+            client: SchedulerClient::with_interceptor(channel, token),
             output: common.output,
             view: View::for_stdout(common.tz.unwrap_or_else(time::system_zone)),
         })
     }
 
     /// A handle for one call (clones share the connection).
-    pub fn client(&self) -> SchedulerClient<Channel> {
+    pub fn client(&self) -> Client {
         self.client.clone()
     }
 
@@ -219,6 +254,23 @@ impl Session {
     pub fn emit(&self, response: &impl Render) -> Result<(), CliError> {
         output::emit(self.output, &self.view, response)
     }
+}
+
+/// Connects to a server; a bare `host:port` means plain-text HTTP/2.
+pub async fn connect_channel(server: &str) -> Result<Channel, CliError> {
+    let server = server.trim();
+    let url = if server.contains("://") {
+        server.to_owned()
+    } else {
+        format!("http://{server}")
+    };
+    let endpoint = Endpoint::from_shared(url.clone())
+        .map_err(|error| CliError::Usage(format!("invalid --server {server:?}: {error}")))?
+        .connect_timeout(CONNECT_TIMEOUT);
+    endpoint.connect().await.map_err(|error| CliError::Connect {
+        server: url,
+        reason: error::causes(&error),
+    })
 }
 
 /// Weekdays as written on the command line (`mon`, `tuesday`, …).
@@ -361,6 +413,7 @@ mod tests {
             "slots set --business B --platform P --zone Europe/Paris --clear",
             "suggest --business B --platform P --count 3 --from 2025-10-01 --to 2025-10-08 --tz Europe/Paris",
             "watch --business B",
+            "list --business B --token T",
         ] {
             match parse(line) {
                 Ok(Cli {
@@ -370,6 +423,39 @@ mod tests {
                 Err(error) => panic!("{line}: {error}"),
             }
         }
+    }
+
+    #[test]
+    fn operator_commands_parse() {
+        assert!(matches!(
+            parse("hash-token T"),
+            Ok(Cli {
+                command: Command::HashToken(_)
+            })
+        ));
+        assert!(matches!(
+            parse(
+                "health-check --server http://127.0.0.1:1 --service punctual.v1.Scheduler --timeout 2s"
+            ),
+            Ok(Cli {
+                command: Command::HealthCheck(_)
+            })
+        ));
+        let digest = crate::auth::TokenDigest::of("T").to_hex();
+        let serve = format!(
+            "serve --listen-addr 0.0.0.0:50051 --auth-tokens-file /run/tokens --auth-token-hash {digest}=biz-a,biz-b --auth-token-hash {digest}=* --max-concurrent-requests 2 --max-request-bytes 4096 --max-watchers 3"
+        );
+        match parse(&serve) {
+            Ok(Cli {
+                command: Command::Serve(config),
+            }) => {
+                assert_eq!(config.auth_token_hashes.len(), 2);
+                assert_eq!(config.max_concurrent_requests, 2);
+            }
+            other => panic!("{serve}: {other:?}"),
+        }
+        assert!(parse(&format!("serve --auth-token-hash {digest}")).is_err());
+        assert!(parse("serve --max-concurrent-requests 0").is_err());
     }
 
     #[test]

@@ -1,23 +1,37 @@
 //! The gRPC transport: the generated protobuf types, the thin adapter from
-//! RPCs to [`SchedulerService`], and the error mapping. The only module that
-//! knows protobuf.
+//! RPCs to [`SchedulerService`], the error mapping, authentication of calls
+//! (`auth`) and load shedding (`load`). The only module that knows protobuf.
+//!
+//! Every RPC checks the business it touches against the [`Caller`] that
+//! authentication put into the request: a business named in the request is
+//! checked before the service runs; a post named by id is read first and
+//! its business checked. A caller never reads, lists, watches or changes
+//! another business's posts.
 
+mod auth;
 mod convert;
+mod load;
 mod status;
 
 use std::pin::Pin;
+use std::sync::Arc;
 
 use futures::{Stream, StreamExt};
+use tokio::sync::Semaphore;
 use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
+use crate::auth::Caller;
 use crate::scheduler::{
     BulkRequest, CreateRequest, ListRequest, RequeueAt, SchedulerError, SchedulerService,
     UpdateRequest, When,
 };
 use convert::*;
+
+pub use auth::AuthInterceptor;
+pub use load::{LoadShedLayer, OverloadError};
 
 /// Generated protobuf types and service stubs for `punctual.v1`.
 pub mod pb {
@@ -36,11 +50,38 @@ pub struct SchedulerApi {
     service: SchedulerService,
     /// Ends open watch streams at shutdown so the server can drain.
     shutdown: CancellationToken,
+    /// One permit per open `WatchEvents` stream. Streams outlive the
+    /// concurrency bound of `LoadShedLayer` (they hold its permit only while
+    /// they start), so they are capped here instead: each holds an event
+    /// buffer, and unbounded watchers would grow memory without limit.
+    watchers: Arc<Semaphore>,
+    max_watchers: usize,
 }
 
 impl SchedulerApi {
-    pub fn new(service: SchedulerService, shutdown: CancellationToken) -> Self {
-        Self { service, shutdown }
+    pub fn new(
+        service: SchedulerService,
+        shutdown: CancellationToken,
+        max_watchers: usize,
+    ) -> Self {
+        Self {
+            service,
+            shutdown,
+            watchers: Arc::new(Semaphore::new(max_watchers)),
+            max_watchers,
+        }
+    }
+
+    /// Refuses a call on a post of a business the caller may not touch. A
+    /// post's business never changes, so the check cannot go stale before
+    /// the call's own compare-and-set.
+    async fn authorize_post(&self, caller: &Caller, id: &str) -> Result<(), Status> {
+        if caller.is_unrestricted() {
+            return Ok(());
+        }
+        let post = self.service.get(id).await?;
+        caller.check_business(&post.business_id)?;
+        Ok(())
     }
 }
 
@@ -52,7 +93,9 @@ impl pb::scheduler_server::Scheduler for SchedulerApi {
         &self,
         request: Request<pb::CreateScheduleRequest>,
     ) -> Result<Response<pb::ScheduledPost>, Status> {
+        let caller = auth::caller_of(&request)?;
         let request = request.into_inner();
+        caller.check_business(&request.business_id)?;
         let when = match request.when {
             Some(pb::create_schedule_request::When::ScheduledFor(ts)) => {
                 Some(When::Instant(timestamp_to_datetime("scheduled_for", &ts)?))
@@ -81,7 +124,9 @@ impl pb::scheduler_server::Scheduler for SchedulerApi {
         &self,
         request: Request<pb::GetScheduleRequest>,
     ) -> Result<Response<pb::ScheduledPost>, Status> {
+        let caller = auth::caller_of(&request)?;
         let post = self.service.get(&request.into_inner().id).await?;
+        caller.check_business(&post.business_id)?;
         Ok(Response::new(post_to_proto(&post)))
     }
 
@@ -89,6 +134,7 @@ impl pb::scheduler_server::Scheduler for SchedulerApi {
         &self,
         request: Request<pb::ListSchedulesRequest>,
     ) -> Result<Response<pb::ListSchedulesResponse>, Status> {
+        let caller = auth::caller_of(&request)?;
         let request = request.into_inner();
         let statuses = request
             .statuses
@@ -99,7 +145,7 @@ impl pb::scheduler_server::Scheduler for SchedulerApi {
         let page = self
             .service
             .list(ListRequest {
-                business_id: request.business_id,
+                business_id: caller.business_filter(&request.business_id)?,
                 from: optional_timestamp("from_time", request.from_time.as_ref())?,
                 to: optional_timestamp("to_time", request.to_time.as_ref())?,
                 statuses,
@@ -118,7 +164,9 @@ impl pb::scheduler_server::Scheduler for SchedulerApi {
         &self,
         request: Request<pb::UpdateScheduleRequest>,
     ) -> Result<Response<pb::ScheduledPost>, Status> {
+        let caller = auth::caller_of(&request)?;
         let request = request.into_inner();
+        self.authorize_post(&caller, &request.id).await?;
         let post = self
             .service
             .update(UpdateRequest {
@@ -143,7 +191,9 @@ impl pb::scheduler_server::Scheduler for SchedulerApi {
         &self,
         request: Request<pb::CancelScheduleRequest>,
     ) -> Result<Response<pb::ScheduledPost>, Status> {
+        let caller = auth::caller_of(&request)?;
         let request = request.into_inner();
+        self.authorize_post(&caller, &request.id).await?;
         let post = self
             .service
             .cancel(&request.id, request.expected_version)
@@ -155,7 +205,11 @@ impl pb::scheduler_server::Scheduler for SchedulerApi {
         &self,
         request: Request<pb::BulkScheduleRequest>,
     ) -> Result<Response<pb::BulkScheduleResponse>, Status> {
+        let caller = auth::caller_of(&request)?;
         let request = request.into_inner();
+        // A batch names one business: refusing it here refuses every post
+        // of it, before any is written.
+        caller.check_business(&request.business_id)?;
         let recurrence = request.recurrence.ok_or_else(|| {
             SchedulerError::InvalidArgument(crate::domain::FieldError::new(
                 "recurrence",
@@ -204,12 +258,27 @@ impl pb::scheduler_server::Scheduler for SchedulerApi {
         &self,
         request: Request<pb::WatchEventsRequest>,
     ) -> Result<Response<Self::WatchEventsStream>, Status> {
+        let caller = auth::caller_of(&request)?;
         let business_id = request.into_inner().business_id.trim().to_owned();
+        if !business_id.is_empty() {
+            caller.check_business(&business_id)?;
+        }
+        let watcher = Arc::clone(&self.watchers)
+            .try_acquire_owned()
+            .map_err(|_| OverloadError::TooManyWatchers {
+                limit: self.max_watchers,
+            })?;
         let events = BroadcastStream::new(self.service.events().subscribe());
         let stream = events
             .filter_map(move |item| {
+                // The stream owns the permit: it returns when the stream is
+                // dropped, however it ends.
+                let _watcher = &watcher;
                 let item = match item {
-                    Ok(event) if business_id.is_empty() || event.post.business_id == business_id => {
+                    Ok(event)
+                        if (business_id.is_empty() || event.post.business_id == business_id)
+                            && caller.may_access(&event.post.business_id) =>
+                    {
                         Some(Ok(event_to_proto(&event)))
                     }
                     Ok(_) => None,
@@ -227,7 +296,9 @@ impl pb::scheduler_server::Scheduler for SchedulerApi {
         &self,
         request: Request<pb::GetCalendarRequest>,
     ) -> Result<Response<pb::Calendar>, Status> {
+        let caller = auth::caller_of(&request)?;
         let request = request.into_inner();
+        caller.check_business(&request.business_id)?;
         let calendar = self.service.calendar(calendar_request(request)?).await?;
         Ok(Response::new(calendar_to_proto(&calendar)))
     }
@@ -236,10 +307,9 @@ impl pb::scheduler_server::Scheduler for SchedulerApi {
         &self,
         request: Request<pb::GetQueueStatsRequest>,
     ) -> Result<Response<pb::QueueStats>, Status> {
-        let stats = self
-            .service
-            .queue_stats(&request.into_inner().business_id)
-            .await?;
+        let caller = auth::caller_of(&request)?;
+        let business_id = caller.business_filter(&request.into_inner().business_id)?;
+        let stats = self.service.queue_stats(&business_id).await?;
         Ok(Response::new(queue_stats_to_proto(&stats)))
     }
 
@@ -247,10 +317,12 @@ impl pb::scheduler_server::Scheduler for SchedulerApi {
         &self,
         request: Request<pb::ListDeadLettersRequest>,
     ) -> Result<Response<pb::ListDeadLettersResponse>, Status> {
+        let caller = auth::caller_of(&request)?;
         let request = request.into_inner();
+        let business_id = caller.business_filter(&request.business_id)?;
         let page = self
             .service
-            .list_dead_letters(&request.business_id, request.page_size, &request.page_token)
+            .list_dead_letters(&business_id, request.page_size, &request.page_token)
             .await?;
         Ok(Response::new(pb::ListDeadLettersResponse {
             schedules: page.posts.iter().map(post_to_proto).collect(),
@@ -262,7 +334,9 @@ impl pb::scheduler_server::Scheduler for SchedulerApi {
         &self,
         request: Request<pb::RequeueDeadLetterRequest>,
     ) -> Result<Response<pb::ScheduledPost>, Status> {
+        let caller = auth::caller_of(&request)?;
         let request = request.into_inner();
+        self.authorize_post(&caller, &request.id).await?;
         let at = match (request.at, request.now) {
             (Some(at), false) => RequeueAt::At(timestamp_to_datetime("at", &at)?),
             (Some(_), true) => {
@@ -284,10 +358,10 @@ impl pb::scheduler_server::Scheduler for SchedulerApi {
         &self,
         request: Request<pb::DiscardDeadLetterRequest>,
     ) -> Result<Response<pb::ScheduledPost>, Status> {
-        let post = self
-            .service
-            .discard_dead_letter(&request.into_inner().id)
-            .await?;
+        let caller = auth::caller_of(&request)?;
+        let id = request.into_inner().id;
+        self.authorize_post(&caller, &id).await?;
+        let post = self.service.discard_dead_letter(&id).await?;
         Ok(Response::new(post_to_proto(&post)))
     }
 
@@ -295,7 +369,9 @@ impl pb::scheduler_server::Scheduler for SchedulerApi {
         &self,
         request: Request<pb::PauseQueueRequest>,
     ) -> Result<Response<pb::QueuePause>, Status> {
+        let caller = auth::caller_of(&request)?;
         let request = request.into_inner();
+        caller.check_business(&request.business_id)?;
         let pause = self
             .service
             .pause(&request.business_id, &request.platform)
@@ -307,7 +383,9 @@ impl pb::scheduler_server::Scheduler for SchedulerApi {
         &self,
         request: Request<pb::ResumeQueueRequest>,
     ) -> Result<Response<pb::ResumeQueueResponse>, Status> {
+        let caller = auth::caller_of(&request)?;
         let request = request.into_inner();
+        caller.check_business(&request.business_id)?;
         let policy = missed_policy(request.missed_policy)?;
         let missed = self
             .service
@@ -322,10 +400,9 @@ impl pb::scheduler_server::Scheduler for SchedulerApi {
         &self,
         request: Request<pb::ListPausesRequest>,
     ) -> Result<Response<pb::ListPausesResponse>, Status> {
-        let pauses = self
-            .service
-            .list_pauses(&request.into_inner().business_id)
-            .await?;
+        let caller = auth::caller_of(&request)?;
+        let business_id = caller.business_filter(&request.into_inner().business_id)?;
+        let pauses = self.service.list_pauses(&business_id).await?;
         Ok(Response::new(pb::ListPausesResponse {
             pauses: pauses.iter().map(pause_to_proto).collect(),
         }))
@@ -335,7 +412,9 @@ impl pb::scheduler_server::Scheduler for SchedulerApi {
         &self,
         request: Request<pb::SetPostingSlotsRequest>,
     ) -> Result<Response<pb::PostingSlots>, Status> {
+        let caller = auth::caller_of(&request)?;
         let request = request.into_inner();
+        caller.check_business(&request.business_id)?;
         let slots = request
             .slots
             .iter()
@@ -358,7 +437,9 @@ impl pb::scheduler_server::Scheduler for SchedulerApi {
         &self,
         request: Request<pb::GetPostingSlotsRequest>,
     ) -> Result<Response<pb::PostingSlots>, Status> {
+        let caller = auth::caller_of(&request)?;
         let request = request.into_inner();
+        caller.check_business(&request.business_id)?;
         let view = self
             .service
             .get_slots(&request.business_id, &request.platform)
@@ -370,7 +451,9 @@ impl pb::scheduler_server::Scheduler for SchedulerApi {
         &self,
         request: Request<pb::SuggestTimesRequest>,
     ) -> Result<Response<pb::SuggestTimesResponse>, Status> {
+        let caller = auth::caller_of(&request)?;
         let request = request.into_inner();
+        caller.check_business(&request.business_id)?;
         let (zone, suggestions) = self
             .service
             .suggest_times(
@@ -394,7 +477,9 @@ impl pb::scheduler_server::Scheduler for SchedulerApi {
         &self,
         request: Request<pb::RecordEngagementRequest>,
     ) -> Result<Response<pb::RecordEngagementResponse>, Status> {
+        let caller = auth::caller_of(&request)?;
         let request = request.into_inner();
+        self.authorize_post(&caller, &request.post_id).await?;
         self.service
             .record_engagement(
                 &request.post_id,

@@ -1,8 +1,11 @@
-//! The one mapping from service errors to gRPC statuses. Internal details
-//! (SQL, stack of causes) are logged here and never sent to a caller.
+//! The one mapping from service, authentication and overload errors to gRPC
+//! statuses. Internal details (SQL, stack of causes) are logged here and
+//! never sent to a caller.
 
 use tonic::{Code, Status};
 
+use super::load::OverloadError;
+use crate::auth::AuthError;
 use crate::scheduler::SchedulerError;
 
 impl From<SchedulerError> for Status {
@@ -25,5 +28,24 @@ impl From<SchedulerError> for Status {
                 Status::new(Code::Internal, "internal error")
             }
         }
+    }
+}
+
+impl From<AuthError> for Status {
+    fn from(error: AuthError) -> Self {
+        let code = match error {
+            AuthError::MissingToken | AuthError::UnknownToken => Code::Unauthenticated,
+            AuthError::BusinessNotAllowed(_) | AuthError::BusinessRequired => {
+                Code::PermissionDenied
+            }
+        };
+        Status::new(code, error.to_string())
+    }
+}
+
+impl From<OverloadError> for Status {
+    fn from(error: OverloadError) -> Self {
+        tracing::debug!(%error, "call shed");
+        Status::new(Code::ResourceExhausted, error.to_string())
     }
 }

@@ -708,7 +708,7 @@ impl Storage {
         now: DateTime<Utc>,
     ) -> Result<Option<Post>, StorageError> {
         let cas = self.prepare_cas(expected, patch, now);
-        let row: Option<PostRow> = with_write_connection!(self, |conn| { apply_cas!(conn, cas)? });
+        let row: Option<PostRow> = with_write_connection!(self, |conn| apply_cas!(conn, cas)?);
         row.map(PostRow::into_post).transpose()
     }
 

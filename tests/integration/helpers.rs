@@ -204,6 +204,7 @@ async fn receive(
 /// A running server and what it talks to.
 pub struct TestApp {
     pub client: SchedulerClient<Channel>,
+    pub addr: SocketAddr,
     pub receiver: Receiver,
     pub database: Arc<TestDatabase>,
     shutdown: CancellationToken,
@@ -250,6 +251,7 @@ pub async fn start(
     let client = connect(addr).await;
     TestApp {
         client,
+        addr,
         receiver,
         database,
         shutdown,
@@ -268,6 +270,15 @@ pub async fn connect(addr: SocketAddr) -> SchedulerClient<Channel> {
 }
 
 impl TestApp {
+    /// A new connection to the server, for clients other than the Scheduler's.
+    pub async fn channel(&self) -> Channel {
+        Channel::from_shared(format!("http://{}", self.addr))
+            .expect("valid URL")
+            .connect()
+            .await
+            .expect("connect to the server")
+    }
+
     /// Graceful stop, as on SIGTERM; returns the database and receiver for a restart.
     pub async fn stop(self) -> (Arc<TestDatabase>, Receiver) {
         self.shutdown.cancel();

@@ -2,7 +2,9 @@
 //! receiver. Runs on SQLite by default and on PostgreSQL when
 //! `PUNCTUAL_TEST_DATABASE_URL=postgres://…` is set.
 
+mod auth;
 mod helpers;
+mod limits;
 mod planning;
 mod queue;
 
