@@ -24,6 +24,7 @@ use crate::publisher::{HttpPublisher, HttpPublisherConfig, Publisher, RetryPolic
 use crate::scheduler::{Limits, SchedulerService};
 use crate::stats::QueueStatsTracker;
 use crate::storage::{Storage, StorageOptions};
+use crate::telemetry::{Metrics, RpcTraceLayer};
 
 /// Events buffered per watcher before it is told it fell behind.
 const EVENT_BUFFER: usize = 16_384;
@@ -35,6 +36,7 @@ pub struct Application {
     engine: Engine,
     service: SchedulerService,
     storage: Storage,
+    metrics: Metrics,
 }
 
 impl Application {
@@ -91,6 +93,7 @@ impl Application {
                 .await
                 .context("could not count the posts")?,
         );
+        let metrics = Metrics::global(Arc::clone(&stats));
         let events = EventBus::new(EVENT_BUFFER, stats);
 
         let gate = PauseGate::new();
@@ -121,6 +124,7 @@ impl Application {
                 shutdown_grace: config.shutdown_grace,
                 rate_limits: config.rate_limits(),
             },
+            metrics.clone(),
         );
         let service = SchedulerService::new(
             storage.clone(),
@@ -150,11 +154,19 @@ impl Application {
             engine,
             service,
             storage,
+            metrics,
         })
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.listener.local_addr()
+    }
+
+    /// The metric instruments, for components that report into them (such
+    /// as the owner of partitions, through
+    /// [`Metrics::set_partitions_owned`]).
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 
     /// Serves until `shutdown` is cancelled, then drains and returns.
@@ -165,6 +177,7 @@ impl Application {
             engine,
             service,
             storage,
+            metrics: _,
         } = self;
         let address = listener.local_addr()?;
 
@@ -199,6 +212,7 @@ impl Application {
         let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
         let served = tonic::transport::Server::builder()
             .timeout(config.request_timeout)
+            .layer(RpcTraceLayer)
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)

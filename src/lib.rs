@@ -14,6 +14,7 @@
 //!   service, and the retry policy.
 //! * [`stats`]: queue health counters kept in memory.
 //! * [`grpc`]: the tonic service; the only module that knows protobuf.
+//! * [`telemetry`]: logs, OpenTelemetry spans and metrics, OTLP export.
 //! * [`app`]: wiring, start-up and graceful shutdown.
 
 pub mod app;
@@ -28,3 +29,4 @@ pub mod publisher;
 pub mod scheduler;
 pub mod stats;
 pub mod storage;
+pub mod telemetry;

@@ -30,6 +30,7 @@ use crate::domain::PostId;
 use crate::events::EventBus;
 use crate::publisher::{Publisher, RetryPolicy};
 use crate::storage::{DueEntry, Storage};
+use crate::telemetry::Metrics;
 use gate::PauseGate;
 use limits::RateLimiter;
 
@@ -136,6 +137,7 @@ struct FireContext {
     outcome_writes: Semaphore,
     gate: Arc<PauseGate>,
     limiter: RateLimiter,
+    metrics: Metrics,
     /// Cancelled when the engine stops: attempts not yet started stay
     /// pending in the database instead of starting during shutdown.
     stopping: CancellationToken,
@@ -166,6 +168,7 @@ impl Engine {
         clock: Arc<dyn Clock>,
         gate: Arc<PauseGate>,
         mut config: EngineConfig,
+        metrics: Metrics,
     ) -> Self {
         config.horizon = config.horizon.clamp(Duration::from_secs(1), MAX_HORIZON);
         let (sender, commands) = mpsc::unbounded_channel();
@@ -198,6 +201,7 @@ impl Engine {
                 outcome_writes,
                 gate,
                 limiter,
+                metrics,
                 stopping: CancellationToken::new(),
             }),
             commands,
@@ -241,6 +245,7 @@ impl Engine {
                 Some(command) = self.commands.recv() => self.apply(command),
                 _ = refill.tick() => self.extend_horizon(Some(self.horizon_end)),
             }
+            self.context.metrics.set_timers_held(self.queue.len());
         }
         self.context.stopping.cancel();
         self.attempts.close();

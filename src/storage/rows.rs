@@ -47,6 +47,7 @@ pub(super) struct PostRow {
     create_time_us: i64,
     update_time_us: i64,
     attempt_log: String,
+    trace_parent: Option<String>,
 }
 
 impl PostRow {
@@ -70,6 +71,7 @@ impl PostRow {
             create_time_us: micros(post.create_time),
             update_time_us: micros(post.update_time),
             attempt_log: attempt_log_json(&post.attempt_history),
+            trace_parent: post.trace_parent.clone(),
         }
     }
 
@@ -106,6 +108,7 @@ impl PostRow {
             version: self.version,
             request_id: self.request_id,
             attempt_history,
+            trace_parent: self.trace_parent,
         })
     }
 }

@@ -22,6 +22,7 @@ diesel::table! {
         create_time_us -> BigInt,
         update_time_us -> BigInt,
         attempt_log -> Text,
+        trace_parent -> Nullable<Text>,
     }
 }
 
