@@ -137,6 +137,7 @@ struct FireContext {
     outcome_writes: Semaphore,
     gate: Arc<PauseGate>,
     limiter: RateLimiter,
+    /// Lateness, attempt outcomes and timers held, for operators.
     metrics: Metrics,
     /// Cancelled when the engine stops: attempts not yet started stay
     /// pending in the database instead of starting during shutdown.

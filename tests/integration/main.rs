@@ -5,6 +5,7 @@
 mod helpers;
 mod planning;
 mod queue;
+mod telemetry;
 
 use std::sync::Arc;
 use std::time::Duration;
