@@ -146,6 +146,8 @@ pub enum TelemetryError {
     },
     #[error("could not install the tracing subscriber: {0}")]
     Subscriber(#[source] tracing_subscriber::util::TryInitError),
+    #[error("OTLP export needs a tokio runtime to run on; set telemetry up inside one")]
+    NoRuntime,
 }
 
 /// The installed telemetry. Dropping it (or [`Telemetry::shutdown`]) flushes
@@ -184,6 +186,13 @@ impl Telemetry {
                 meter_provider: None,
                 shutdown_timeout: config.shutdown_timeout,
             });
+        }
+        // The exporters' gRPC channels spawn their connection tasks on the
+        // current runtime, and would panic without one.
+        if (config.export_traces || config.export_metrics)
+            && tokio::runtime::Handle::try_current().is_err()
+        {
+            return Err(TelemetryError::NoRuntime);
         }
         opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
         let resource = resource();
