@@ -19,7 +19,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::cluster::{ClusterConfig, Coordinator};
 use crate::config::ServeConfig;
 use crate::engine::gate::PauseGate;
-use crate::engine::{Engine, EngineConfig, Ownership};
+use crate::engine::{Engine, EngineConfig, EngineParts, Ownership};
 use crate::events::EventBus;
 use crate::grpc::{AuthInterceptor, LoadShedLayer, SchedulerApi, SchedulerServer, pb};
 use crate::health::{Watchdog, WatchdogConfig};
@@ -27,6 +27,7 @@ use crate::publisher::{HttpPublisher, HttpPublisherConfig, Publisher, RetryPolic
 use crate::scheduler::{Limits, SchedulerService};
 use crate::stats::QueueStatsTracker;
 use crate::storage::{Storage, StorageOptions};
+use crate::telemetry::{Metrics, RpcTraceLayer};
 
 /// Events buffered per watcher before it is told it fell behind.
 const EVENT_BUFFER: usize = 16_384;
@@ -43,6 +44,7 @@ pub struct Application {
     ownership: Arc<Ownership>,
     clock: Arc<dyn Clock>,
     authenticator: Authenticator,
+    metrics: Metrics,
 }
 
 impl Application {
@@ -128,6 +130,10 @@ impl Application {
                 .await
                 .context("could not count the posts")?,
         );
+        let metrics = Metrics::global(Arc::clone(&stats));
+        if cluster.is_none() {
+            metrics.set_partitions_owned(usize::from(crate::domain::PARTITION_COUNT));
+        }
         let events = EventBus::new(EVENT_BUFFER, stats);
 
         let gate = PauseGate::new();
@@ -139,12 +145,15 @@ impl Application {
             gate.pause(&pause.business_id, pause.platform.as_deref());
         }
         let engine = Engine::new(
-            storage.clone(),
-            publisher,
-            events.clone(),
-            Arc::clone(&clock),
-            Arc::clone(&gate),
-            Arc::clone(&ownership),
+            EngineParts {
+                storage: storage.clone(),
+                publisher,
+                events: events.clone(),
+                clock: Arc::clone(&clock),
+                gate: Arc::clone(&gate),
+                ownership: Arc::clone(&ownership),
+                metrics: metrics.clone(),
+            },
             EngineConfig {
                 horizon: config.lookahead_horizon,
                 missed_fire_window: config.missed_fire_window,
@@ -166,6 +175,7 @@ impl Application {
                 engine.handle(),
                 Arc::clone(&ownership),
                 cluster,
+                metrics.clone(),
             )
         });
         let service = SchedulerService::new(
@@ -200,11 +210,19 @@ impl Application {
             ownership,
             clock,
             authenticator,
+            metrics,
         })
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.listener.local_addr()
+    }
+
+    /// The metric instruments, for components that report into them (such
+    /// as the owner of partitions, through
+    /// [`Metrics::set_partitions_owned`]).
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 
     /// Serves until `shutdown` is cancelled, then drains and returns.
@@ -219,6 +237,7 @@ impl Application {
             ownership,
             clock,
             authenticator,
+            metrics: _,
         } = self;
         let address = listener.local_addr()?;
 
@@ -298,6 +317,7 @@ impl Application {
         // expired") and the caller's own deadline reports DEADLINE_EXCEEDED.
         let served = tonic::transport::Server::builder()
             .timeout(config.request_timeout)
+            .layer(RpcTraceLayer)
             .layer(LoadShedLayer::new(
                 usize::try_from(config.max_concurrent_requests).unwrap_or(usize::MAX),
             ))

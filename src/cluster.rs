@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use crate::domain::PARTITION_COUNT;
 use crate::engine::{EngineHandle, Ownership};
 use crate::storage::{MemberCount, Notice, Storage};
+use crate::telemetry::Metrics;
 
 #[derive(Debug, Clone)]
 pub struct ClusterConfig {
@@ -67,6 +68,7 @@ pub struct Coordinator {
     /// recovered.
     recovery_due: bool,
     wake: Arc<Notify>,
+    metrics: Metrics,
 }
 
 impl Coordinator {
@@ -75,6 +77,7 @@ impl Coordinator {
         engine: EngineHandle,
         ownership: Arc<Ownership>,
         config: ClusterConfig,
+        metrics: Metrics,
     ) -> Self {
         Self {
             storage,
@@ -85,6 +88,7 @@ impl Coordinator {
             draining: BTreeMap::new(),
             recovery_due: false,
             wake: Arc::new(Notify::new()),
+            metrics,
         }
     }
 
@@ -98,6 +102,8 @@ impl Coordinator {
         ));
         tracing::info!(replica_id = %self.config.replica_id, lease_ms = self.config.lease_duration.as_millis() as u64, "joining the cluster");
         self.rebalance().await;
+        self.metrics
+            .set_partitions_owned(self.held.len() - self.draining.len());
         if let Err(error) = self.storage.notify_cluster("joined").await {
             tracing::warn!(%error, "could not announce this replica");
         }
@@ -114,6 +120,8 @@ impl Coordinator {
                 _ = self.wake.notified() => {}
             }
             self.rebalance().await;
+            self.metrics
+                .set_partitions_owned(self.held.len() - self.draining.len());
         }
         listener_stop.cancel();
         let _ = listener.await;
@@ -312,6 +320,7 @@ impl Coordinator {
             }
         }
         self.held.clear();
+        self.metrics.set_partitions_owned(0);
     }
 }
 

@@ -21,6 +21,7 @@
 //!   touch.
 //! * [`grpc`]: the tonic service; the only module that knows protobuf. It
 //!   authenticates calls, checks their business, and sheds load.
+//! * [`telemetry`]: logs, OpenTelemetry spans and metrics, OTLP export.
 //! * [`app`]: wiring, start-up and graceful shutdown.
 
 pub mod app;
@@ -38,3 +39,4 @@ pub mod publisher;
 pub mod scheduler;
 pub mod stats;
 pub mod storage;
+pub mod telemetry;

@@ -9,6 +9,7 @@ use tracing_subscriber::EnvFilter;
 
 use punctual::app::Application;
 use punctual::config::{Cli, Command, ServeConfig};
+use punctual::telemetry::{Telemetry, TelemetryConfig};
 
 fn main() -> ExitCode {
     match Cli::parse().command {
@@ -28,23 +29,29 @@ fn main() -> ExitCode {
 
 /// Runs the service until SIGTERM or Ctrl-C.
 fn serve(config: ServeConfig) -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .init();
     // Migrations block in place, which needs the multi-thread runtime.
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(async move {
+    // The OTLP exporters do their I/O on this runtime: set them up inside
+    // it, and flush them (bounded) while it still runs.
+    let telemetry = {
+        let _runtime = runtime.enter();
+        Telemetry::init(
+            &TelemetryConfig::from_env(),
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )?
+    };
+    let served = runtime.block_on(async move {
         let shutdown = CancellationToken::new();
         tokio::spawn(cancel_on_signal(shutdown.clone()));
         Application::build(config)
             .await?
             .run_until_stopped(shutdown)
             .await
-    })
+    });
+    telemetry.shutdown();
+    served
 }
 
 /// SIGTERM (from an orchestrator) and Ctrl-C both start a graceful shutdown.

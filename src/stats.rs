@@ -208,6 +208,22 @@ impl QueueStatsTracker {
         }
     }
 
+    /// Posts per status, summed over every business.
+    pub fn counts_by_status(&self) -> Vec<(PostStatus, i64)> {
+        let state = self.lock();
+        let mut counts = [0i64; PostStatus::ALL.len()];
+        for business_counts in state.counts.values() {
+            for (total, count) in counts.iter_mut().zip(business_counts) {
+                *total += count;
+            }
+        }
+        PostStatus::ALL
+            .iter()
+            .zip(counts)
+            .map(|(status, count)| (*status, count.max(0)))
+            .collect()
+    }
+
     pub fn snapshot(&self, business_id: Option<&str>, now: DateTime<Utc>) -> StatsSnapshot {
         let state = self.lock();
         let mut counts = [0i64; PostStatus::ALL.len()];

@@ -249,6 +249,9 @@ pub struct Post {
     pub update_time: DateTime<Utc>,
     /// Every publish attempt, oldest first.
     pub attempt_history: Vec<AttemptRecord>,
+    /// The W3C `traceparent` of the call that created the post, kept so
+    /// that its publish attempts can be linked to that trace. Opaque here.
+    pub trace_parent: Option<String>,
 }
 
 /// How one publish attempt ended.

@@ -8,6 +8,7 @@ use chrono::{DateTime, Utc};
 use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument as _;
 
 use super::FireContext;
 use super::ownership::InFlight;
@@ -15,6 +16,7 @@ use crate::domain::{AttemptOutcome, AttemptRecord, Post, PostId, PostStatus};
 use crate::events::EventKind;
 use crate::publisher::{PublishOutcome, PublishRequest};
 use crate::storage::{Claim, DueEntry, Expectation, PostPatch, StorageError};
+use crate::telemetry::{self, AttemptLabel};
 
 /// How long the write that records an outcome is retried while the
 /// database is unreachable (a restart, a fail-over). Giving up leaves the
@@ -300,7 +302,11 @@ async fn start_attempt(
         let lateness = (started - claimed.next_attempt_at)
             .to_std()
             .unwrap_or_default();
-        publish(&context, claimed, epoch, started, lateness, publish_permit).await;
+        context.metrics.record_lateness(lateness, &claimed.platform);
+        let span = telemetry::publish_span(&claimed, lateness);
+        publish(&context, claimed, epoch, started, lateness, publish_permit)
+            .instrument(span)
+            .await;
         drop(in_flight);
         drop(tracked);
         drop(claim_slot);
@@ -340,6 +346,7 @@ async fn publish(
         payload: claimed.payload.clone(),
         scheduled_for: claimed.scheduled_for,
         attempt: claimed.attempts,
+        trace_parent: telemetry::current_trace_parent(),
     };
     let started = std::time::Instant::now();
     let outcome = context.publisher.publish(&request).await;
@@ -461,6 +468,9 @@ async fn dead_letter_missed(
         .await
     {
         Ok(Some(post)) => {
+            context
+                .metrics
+                .record_attempt(AttemptLabel::Missed, &post.platform);
             tracing::warn!(post.id = %post.id, lateness_ms = lateness.as_millis() as u64, "post missed its instant; dead-lettered");
             let previous = PostStatus::pending_after(attempts);
             context
@@ -540,6 +550,9 @@ async fn record_outcome(
             },
         ),
     };
+    context
+        .metrics
+        .record_attempt(attempt_outcome.into(), &claimed.platform);
     let mut history = claimed.attempt_history.clone();
     history.push(AttemptRecord {
         attempt: claimed.attempts,

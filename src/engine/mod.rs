@@ -36,6 +36,7 @@ use crate::domain::PostId;
 use crate::events::EventBus;
 use crate::publisher::{Publisher, RetryPolicy};
 use crate::storage::{DueEntry, Storage};
+use crate::telemetry::Metrics;
 use gate::PauseGate;
 use limits::RateLimiter;
 pub use ownership::Ownership;
@@ -216,6 +217,8 @@ struct FireContext {
     gate: Arc<PauseGate>,
     limiter: RateLimiter,
     ownership: Arc<Ownership>,
+    /// Lateness, attempt outcomes and timers held, for operators.
+    metrics: Metrics,
     /// Cancelled when the engine stops: attempts not yet started stay
     /// pending in the database instead of starting during shutdown.
     stopping: CancellationToken,
@@ -239,16 +242,28 @@ pub struct Engine {
     attempts: TaskTracker,
 }
 
+/// What the engine works with, shared with the rest of the service.
+pub struct EngineParts {
+    pub storage: Storage,
+    pub publisher: Arc<dyn Publisher>,
+    pub events: EventBus,
+    pub clock: Arc<dyn Clock>,
+    pub gate: Arc<PauseGate>,
+    pub ownership: Arc<Ownership>,
+    pub metrics: Metrics,
+}
+
 impl Engine {
-    pub fn new(
-        storage: Storage,
-        publisher: Arc<dyn Publisher>,
-        events: EventBus,
-        clock: Arc<dyn Clock>,
-        gate: Arc<PauseGate>,
-        ownership: Arc<Ownership>,
-        mut config: EngineConfig,
-    ) -> Self {
+    pub fn new(parts: EngineParts, mut config: EngineConfig) -> Self {
+        let EngineParts {
+            storage,
+            publisher,
+            events,
+            clock,
+            gate,
+            ownership,
+            metrics,
+        } = parts;
         config.horizon = config.horizon.clamp(Duration::from_secs(1), MAX_HORIZON);
         let (sender, commands) = mpsc::unbounded_channel();
         let handle = EngineHandle {
@@ -284,6 +299,7 @@ impl Engine {
                 gate,
                 limiter,
                 ownership,
+                metrics,
                 stopping: CancellationToken::new(),
             }),
             commands,
@@ -338,6 +354,7 @@ impl Engine {
                 Some(command) = self.commands.recv() => self.apply(command),
                 _ = refill.tick() => self.extend_horizon(Some(self.horizon_end)),
             }
+            self.context.metrics.set_timers_held(self.queue.len());
         }
         self.context.stopping.cancel();
         self.attempts.close();

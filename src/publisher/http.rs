@@ -20,6 +20,7 @@ use sha2::Sha256;
 
 use super::retry::MAX_RETRY_AFTER;
 use super::{PublishOutcome, PublishRequest, Publisher};
+use crate::telemetry::TRACEPARENT_HEADER;
 
 /// Carries the post id, so the publishing service can drop a duplicate when
 /// an attempt whose answer was lost (timeout, crash) is retried.
@@ -215,6 +216,15 @@ impl HttpPublisher {
             .map_err(|_| "post id cannot be sent as an Idempotency-Key header".to_owned())?;
         headers.insert(IDEMPOTENCY_KEY_HEADER, key);
         headers.insert(ATTEMPT_HEADER, HeaderValue::from(request.attempt));
+        // Tracing must never cost a delivery: a value that is not a valid
+        // header is left out.
+        if let Some(trace_parent) = request
+            .trace_parent
+            .as_deref()
+            .and_then(|value| HeaderValue::from_str(value).ok())
+        {
+            headers.insert(TRACEPARENT_HEADER, trace_parent);
+        }
         if let Some(secret) = &self.secret {
             let timestamp = Utc::now().timestamp();
             let signature = Self::sign(secret, timestamp, body);
@@ -674,6 +684,7 @@ mod tests {
                 .with_nanosecond(123_456_000)
                 .unwrap(),
             attempt: 2,
+            trace_parent: None,
         }
     }
 
@@ -729,6 +740,24 @@ mod tests {
         // No secret configured, so nothing pretends to be signed.
         assert_eq!(sent.header(SIGNATURE_HEADER), None);
         assert_eq!(sent.header(TIMESTAMP_HEADER), None);
+        assert_eq!(sent.header(TRACEPARENT_HEADER), None);
+    }
+
+    #[tokio::test]
+    async fn sends_the_trace_context_and_skips_an_unsendable_one() {
+        let server = TestServer::replying(Reply::status(200)).await;
+        let publisher = publisher_for(&server);
+        let trace_parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let mut traced = request();
+        traced.trace_parent = Some(trace_parent.to_owned());
+        publisher.publish(&traced).await;
+        traced.trace_parent = Some("bad\nvalue".to_owned());
+        let outcome = publisher.publish(&traced).await;
+        assert!(matches!(outcome, PublishOutcome::Published { .. }));
+
+        let sent = server.requests();
+        assert_eq!(sent[0].header(TRACEPARENT_HEADER), Some(trace_parent));
+        assert_eq!(sent[1].header(TRACEPARENT_HEADER), None);
     }
 
     #[tokio::test]

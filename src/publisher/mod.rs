@@ -32,6 +32,9 @@ pub struct PublishRequest {
     pub scheduled_for: chrono::DateTime<chrono::Utc>,
     /// 1-based.
     pub attempt: u32,
+    /// The W3C trace context of the attempt, sent as the `traceparent`
+    /// header so the publishing service can continue the trace.
+    pub trace_parent: Option<String>,
 }
 
 /// How one attempt ended, as far as the engine needs to know.

@@ -268,6 +268,7 @@ impl SchedulerService {
             scheduled_for,
             time_zone,
             request_id.map(|id| id.as_str().to_owned()),
+            crate::telemetry::current_trace_parent(),
             now,
         );
         match self.storage.insert(&post).await {
@@ -485,6 +486,7 @@ impl SchedulerService {
         let (zone, planned) = self
             .plan_bulk(&request, &business_id, &platform, content_ids.len(), now)
             .await?;
+        let trace_parent = crate::telemetry::current_trace_parent();
         let mut posts = Vec::with_capacity(content_ids.len());
         for (index, (content_id, (instant, local))) in
             content_ids.into_iter().zip(planned).enumerate()
@@ -502,6 +504,7 @@ impl SchedulerService {
                 instant,
                 zone,
                 post_request_id,
+                trace_parent.clone(),
                 now,
             ));
         }
@@ -654,6 +657,7 @@ fn new_post(
     scheduled_for: DateTime<Utc>,
     time_zone: TimeZone,
     request_id: Option<String>,
+    trace_parent: Option<String>,
     now: DateTime<Utc>,
 ) -> Post {
     let now = truncate_to_micros(now);
@@ -676,6 +680,7 @@ fn new_post(
         create_time: now,
         update_time: now,
         attempt_history: Vec::new(),
+        trace_parent,
     }
 }
 

@@ -115,7 +115,7 @@ const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqli
 const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
 
 /// Rows per INSERT statement: keeps a bulk insert under both backends' limits
-/// on bound parameters (18 columns × 1,000 rows; SQLite allows 32,766).
+/// on bound parameters (19 columns × 1,000 rows; SQLite allows 32,766).
 const INSERT_CHUNK_ROWS: usize = 1_000;
 
 type SqliteConnection = SyncConnectionWrapper<diesel::SqliteConnection>;

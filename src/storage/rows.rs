@@ -51,6 +51,7 @@ pub(super) struct PostRow {
     /// The lease epoch of the latest claim (0 before any claim, and always
     /// on SQLite).
     claim_epoch: i64,
+    trace_parent: Option<String>,
 }
 
 impl PostRow {
@@ -76,6 +77,7 @@ impl PostRow {
             attempt_log: attempt_log_json(&post.attempt_history),
             partition_no: i32::from(post.id.partition()),
             claim_epoch: 0,
+            trace_parent: post.trace_parent.clone(),
         }
     }
 
@@ -116,6 +118,7 @@ impl PostRow {
             version: self.version,
             request_id: self.request_id,
             attempt_history,
+            trace_parent: self.trace_parent,
         })
     }
 }

@@ -24,6 +24,7 @@ diesel::table! {
         attempt_log -> Text,
         partition_no -> Integer,
         claim_epoch -> BigInt,
+        trace_parent -> Nullable<Text>,
     }
 }
 

@@ -7,6 +7,7 @@ mod helpers;
 mod limits;
 mod planning;
 mod queue;
+mod telemetry;
 
 use std::sync::Arc;
 use std::time::Duration;
