@@ -67,6 +67,12 @@ pub struct Coordinator {
     /// Leases were acquired but the attempts of their previous owner not yet
     /// recovered.
     recovery_due: bool,
+    /// The last round could not reach the database: retry soon.
+    unreachable: bool,
+    /// After the database was unreachable, every replica's leases look
+    /// lapsed at once; each first revives its own, and nobody takes others'
+    /// partitions before this instant.
+    settle_until: Option<Instant>,
     wake: Arc<Notify>,
     metrics: Metrics,
 }
@@ -87,6 +93,8 @@ impl Coordinator {
             held: BTreeMap::new(),
             draining: BTreeMap::new(),
             recovery_due: false,
+            unreachable: false,
+            settle_until: None,
             wake: Arc::new(Notify::new()),
             metrics,
         }
@@ -108,7 +116,10 @@ impl Coordinator {
             tracing::warn!(%error, "could not announce this replica");
         }
         loop {
-            let pause = if self.draining.is_empty() {
+            let pause = if self.unreachable {
+                // Renew before the leases lapse, as soon as the database is back.
+                Duration::from_millis(250)
+            } else if self.draining.is_empty() {
                 self.config.renew_period()
             } else {
                 // Hand drained partitions over promptly.
@@ -138,16 +149,30 @@ impl Coordinator {
         // time a dead replica's leases are free, it no longer counts as live
         // and its partitions are shared among the others at once.
         if let Err(error) = self.storage.heartbeat(&replica, lease).await {
-            tracing::warn!(%error, "heartbeat failed; leases are trusted until their margin");
+            if !self.unreachable {
+                tracing::warn!(%error, "heartbeat failed; leases are trusted until their margin");
+            }
+            self.unreachable = true;
             return;
         }
         let renewed = match self.storage.renew_leases(&replica, lease).await {
             Ok(renewed) => renewed,
             Err(error) => {
-                tracing::warn!(%error, "renewing leases failed; they are trusted until their margin");
+                if !self.unreachable {
+                    tracing::warn!(%error, "renewing leases failed; they are trusted until their margin");
+                }
+                self.unreachable = true;
                 return;
             }
         };
+        if self.unreachable {
+            tracing::info!(
+                leases = renewed.len(),
+                "the database is reachable again; leases renewed"
+            );
+            self.unreachable = false;
+            self.settle_until = Some(Instant::now() + self.config.renew_period());
+        }
         let trusted_until = sent_at + lease.saturating_sub(self.config.safety_margin());
         let still_held: BTreeMap<u16, i64> = renewed
             .iter()
@@ -244,6 +269,12 @@ impl Coordinator {
     }
 
     async fn take(&mut self, count: usize) {
+        if self
+            .settle_until
+            .is_some_and(|settle_until| Instant::now() < settle_until)
+        {
+            return;
+        }
         let sent_at = Instant::now();
         let acquired = match self
             .storage

@@ -131,9 +131,10 @@ impl Storage {
         Ok(view)
     }
 
-    /// Extends every unexpired lease of `replica` by `ttl`; returns the ones
-    /// it still holds. A lease that expired is not revived here: it may have
-    /// been taken, and retaking it must bump its epoch.
+    /// Extends every lease `replica` still owns by `ttl`; returns them. A
+    /// lease that lapsed (the database was unreachable for a while) but that
+    /// nobody took meanwhile is revived under the same epoch: taking it
+    /// would have changed its owner, so no one else has claimed under it.
     pub async fn renew_leases(
         &self,
         replica: &str,
@@ -142,8 +143,7 @@ impl Storage {
         let mut conn = self.postgres()?.get().await?;
         let rows: Vec<LeaseRow> = sql_query(format!(
             "UPDATE partition_leases SET expires_at_us = {PG_NOW_US} + $2 \
-             WHERE owner = $1 AND expires_at_us > {PG_NOW_US} \
-             RETURNING partition_no, epoch"
+             WHERE owner = $1 RETURNING partition_no, epoch"
         ))
         .bind::<Text, _>(replica)
         .bind::<BigInt, _>(micros_of(ttl))
