@@ -468,7 +468,7 @@ impl Storage {
                              WHERE l.partition_no = posts.partition_no AND l.owner = "
                         .to_owned(),
                     owner: owner.to_string(),
-                    after: format!(" AND l.expires_at_us > {PG_NOW_US} FOR SHARE)"),
+                    after: format!(" AND l.expires_at_us > {PG_NOW_US} FOR KEY SHARE)"),
                 },
                 "(SELECT l.epoch FROM partition_leases l WHERE l.partition_no = posts.partition_no)",
             ),
@@ -477,8 +477,10 @@ impl Storage {
     }
 
     /// The condition on a write that finishes a claim: the lease it was
-    /// claimed under is still this replica's and unexpired. `FOR SHARE`
-    /// orders the write against a takeover, which updates the lease row.
+    /// claimed under is still this replica's and unexpired. The lease row is
+    /// locked `FOR KEY SHARE`: a takeover (which locks it `FOR UPDATE SKIP
+    /// LOCKED`) waits for the write, or the write sees the new owner, while
+    /// renewals (which take a weaker lock) run alongside without deadlocks.
     fn finish_fence(&self, fenced: bool) -> OwnerCondition {
         match &self.fencing_owner {
             Some(owner) if fenced => OwnerCondition {
@@ -487,7 +489,7 @@ impl Storage {
                     .to_owned(),
                 owner: owner.to_string(),
                 after: format!(
-                    " AND l.epoch = posts.claim_epoch AND l.expires_at_us > {PG_NOW_US} FOR SHARE)"
+                    " AND l.epoch = posts.claim_epoch AND l.expires_at_us > {PG_NOW_US} FOR KEY SHARE)"
                 ),
             },
             _ => OwnerCondition::none(),
