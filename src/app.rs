@@ -26,7 +26,7 @@ use crate::health::{Watchdog, WatchdogConfig};
 use crate::publisher::{HttpPublisher, HttpPublisherConfig, Publisher, RetryPolicy};
 use crate::scheduler::{Limits, SchedulerService};
 use crate::stats::QueueStatsTracker;
-use crate::storage::{Storage, StorageOptions};
+use crate::storage::{DatabaseLocation, Storage, StorageOptions};
 use crate::telemetry::{Metrics, RpcTraceLayer};
 
 /// Events buffered per watcher before it is told it fell behind.
@@ -66,16 +66,13 @@ impl Application {
             config.listen_addr,
             config.allow_unauthenticated,
         )?;
-        let storage_options = StorageOptions {
-            max_connections: config.database_max_connections,
-            ..StorageOptions::default()
-        };
-        let storage = Storage::connect(&config.database_url, &storage_options)
-            .await
-            .context("could not open the database")?;
         // PostgreSQL may be shared by several replicas: each fires only the
         // partitions it leases. A SQLite file has one process, owning all.
-        let cluster = storage.is_shared().then(|| ClusterConfig {
+        let shared = matches!(
+            DatabaseLocation::parse(&config.database_url),
+            Ok(DatabaseLocation::Postgres(_))
+        );
+        let cluster = shared.then(|| ClusterConfig {
             replica_id: config
                 .replica_id
                 .clone()
@@ -83,13 +80,18 @@ impl Application {
                 .unwrap_or_else(crate::cluster::default_replica_id),
             lease_duration: config.lease_duration.max(std::time::Duration::from_secs(1)),
         });
-        let (storage, ownership) = match &cluster {
-            Some(cluster) => (
-                storage.fenced_by(&cluster.replica_id),
-                Arc::new(Ownership::leased()),
-            ),
-            None => (storage, Arc::new(Ownership::exclusive())),
+        let storage_options = StorageOptions {
+            max_connections: config.database_max_connections,
+            replica_id: cluster.as_ref().map(|cluster| cluster.replica_id.clone()),
+            ..StorageOptions::default()
         };
+        let storage = Storage::connect(&config.database_url, &storage_options)
+            .await
+            .context("could not open the database")?;
+        let ownership = Arc::new(match &cluster {
+            Some(_) => Ownership::leased(),
+            None => Ownership::exclusive(),
+        });
         let publisher: Arc<dyn Publisher> = Arc::new(
             HttpPublisher::new(HttpPublisherConfig {
                 default_url: config.publisher_url.clone(),

@@ -336,6 +336,10 @@ pub struct StorageOptions {
     pub max_connections: usize,
     /// How long a caller waits for a free connection before `UNAVAILABLE`.
     pub acquire_timeout: Duration,
+    /// This replica's name (PostgreSQL): it fences claims and outcome
+    /// writes by the replica's partition leases, and tells the database
+    /// which writes need no notification (the owner's own).
+    pub replica_id: Option<String>,
 }
 
 impl Default for StorageOptions {
@@ -343,6 +347,7 @@ impl Default for StorageOptions {
         Self {
             max_connections: 8,
             acquire_timeout: Duration::from_secs(5),
+            replica_id: None,
         }
     }
 }
@@ -429,8 +434,7 @@ impl Storage {
             DatabaseLocation::Sqlite(path) => Pool::Sqlite(sqlite_pool(&path, options)?),
             DatabaseLocation::Postgres(url) => {
                 postgres_url = Some(Arc::from(url.as_str()));
-                let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new(url);
-                Pool::Postgres(build_pool(manager, options)?)
+                Pool::Postgres(postgres_pool(&url, options)?)
             }
         };
         let storage = Self {
@@ -439,6 +443,10 @@ impl Storage {
             sqlite_inserts: Arc::default(),
             fencing_owner: None,
             postgres_url,
+        };
+        let storage = match &options.replica_id {
+            Some(replica_id) => storage.fenced_by(replica_id),
+            None => storage,
         };
         storage.run_migrations().await?;
         Ok(storage)
@@ -943,6 +951,37 @@ where
         .runtime(deadpool::Runtime::Tokio1)
         .build()
         .map_err(|error| StorageError::Unavailable(error.to_string()))
+}
+
+fn postgres_pool(
+    url: &str,
+    options: &StorageOptions,
+) -> Result<DeadPool<AsyncPgConnection>, StorageError> {
+    let Some(replica_id) = options.replica_id.clone() else {
+        return build_pool(AsyncDieselConnectionManager::new(url), options);
+    };
+    let mut config = ManagerConfig::<AsyncPgConnection>::default();
+    config.custom_setup = Box::new(move |url| {
+        let url = url.to_owned();
+        let replica_id = replica_id.clone();
+        async move {
+            let mut conn = AsyncPgConnection::establish(&url).await?;
+            // Read by the notification trigger: the partition owner's own
+            // writes are armed directly and need no notification, and every
+            // NOTIFY serialises commits on one lock.
+            diesel::sql_query("SELECT set_config('punctual.replica_id', $1, false)")
+                .bind::<diesel::sql_types::Text, _>(replica_id)
+                .execute(&mut conn)
+                .await
+                .map_err(diesel::ConnectionError::CouldntSetupConfiguration)?;
+            Ok(conn)
+        }
+        .boxed()
+    });
+    build_pool(
+        AsyncDieselConnectionManager::new_with_config(url, config),
+        options,
+    )
 }
 
 fn sqlite_pool(
