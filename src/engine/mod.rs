@@ -423,7 +423,12 @@ impl Engine {
     /// `None` when every partition is owned for ever (no filter needed).
     fn owned_partitions(&self) -> Option<Vec<u16>> {
         let ownership = &self.context.ownership;
-        (!ownership.is_exclusive()).then(|| ownership.timer_partitions())
+        if ownership.is_exclusive() {
+            return None;
+        }
+        let partitions = ownership.timer_partitions();
+        // Holding them all, a filter would only slow the read down.
+        (partitions.len() < usize::from(crate::domain::PARTITION_COUNT)).then_some(partitions)
     }
 
     fn load(

@@ -4,3 +4,6 @@ BEGIN
     RETURN NULL;
 END;
 $$ LANGUAGE plpgsql;
+
+CREATE INDEX posts_pending_by_partition ON posts (partition_no, next_attempt_at_us, id)
+    WHERE status IN ('SCHEDULED', 'RETRY_SCHEDULED');
