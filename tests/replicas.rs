@@ -483,6 +483,22 @@ async fn three_replicas_publish_every_post_exactly_once() {
         3,
         "every replica publishes its share: {per_replica:?}"
     );
+    // Any replica counts the whole cluster's posts, not only its own share.
+    let stats = replicas[0]
+        .client()
+        .await
+        .get_queue_stats(pb::GetQueueStatsRequest {
+            business_id: String::new(),
+        })
+        .await
+        .expect("queue stats")
+        .into_inner();
+    let published = stats
+        .counts
+        .iter()
+        .find(|count| count.status == pb::scheduled_post::Status::Published as i32)
+        .map_or(0, |count| count.count);
+    assert_eq!(published, 2_000, "published posts counted by r1: {stats:?}");
     for replica in replicas {
         replica.stop().await;
     }

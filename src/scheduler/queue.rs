@@ -323,7 +323,18 @@ impl SchedulerService {
     pub async fn queue_stats(&self, business_id: &str) -> Result<QueueStats, SchedulerError> {
         let business_id = non_empty(business_id);
         let now = self.clock.now();
-        let snapshot = self.events.stats().snapshot(business_id.as_deref(), now);
+        let mut snapshot = self.events.stats().snapshot(business_id.as_deref(), now);
+        if self.storage.is_shared() {
+            // Other replicas change posts too: the counts this process keeps
+            // see only its own changes, so count in the database.
+            let counted = self.storage.count_by_status(business_id.as_deref()).await?;
+            for (status, count) in &mut snapshot.counts {
+                *count = counted
+                    .iter()
+                    .find(|(counted_status, _)| counted_status == status)
+                    .map_or(0, |(_, counted)| *counted);
+            }
+        }
         let (next_due, overdue) = self
             .storage
             .due_summary(business_id.as_deref(), now)

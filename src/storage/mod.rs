@@ -1212,6 +1212,32 @@ impl Storage {
             .collect()
     }
 
+    /// Posts per status, of one business or of all.
+    pub async fn count_by_status(
+        &self,
+        business_id: Option<&str>,
+    ) -> Result<Vec<(PostStatus, i64)>, StorageError> {
+        let rows: Vec<(String, i64)> = with_connection!(self, |conn| {
+            let mut query = posts::table
+                .group_by(posts::status)
+                .select((posts::status, diesel::dsl::count_star()))
+                .into_boxed();
+            if let Some(business_id) = business_id {
+                query = query.filter(posts::business_id.eq(business_id));
+            }
+            query.load(conn).await?
+        });
+        rows.into_iter()
+            .map(|(status, count)| {
+                let status = status.parse().map_err(|reason| StorageError::Corrupt {
+                    id: "status count".to_owned(),
+                    reason,
+                })?;
+                Ok((status, count))
+            })
+            .collect()
+    }
+
     /// The earliest pending attempt and the number of pending posts already
     /// due, read through the pending-only indexes.
     pub async fn due_summary(
