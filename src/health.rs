@@ -116,3 +116,78 @@ impl Watchdog {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+    use crate::clock::SystemClock;
+    use crate::engine::gate::PauseGate;
+    use crate::engine::{Engine, EngineConfig, EngineParts};
+    use crate::events::EventBus;
+    use crate::publisher::{HttpPublisher, HttpPublisherConfig};
+    use crate::stats::QueueStatsTracker;
+    use crate::storage::StorageOptions;
+    use crate::telemetry::Metrics;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_engine_that_stopped_turning_is_reported() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let url = format!("sqlite://{}", dir.path().join("health.db").display());
+        let storage = Storage::connect(&url, &StorageOptions::default())
+            .await
+            .expect("open the database");
+        let stats = Arc::new(QueueStatsTracker::default());
+        let publisher = HttpPublisher::new(HttpPublisherConfig {
+            default_url: "http://127.0.0.1:9/publish".to_owned(),
+            platform_urls: HashMap::new(),
+            secret: None,
+            request_timeout: Duration::from_secs(1),
+            connect_timeout: Duration::from_secs(1),
+            max_idle_connections_per_host: 1,
+        })
+        .expect("publisher");
+        let ownership = Arc::new(Ownership::exclusive());
+        let engine = Engine::new(
+            EngineParts {
+                storage: storage.clone(),
+                publisher: Arc::new(publisher),
+                events: EventBus::new(16, Arc::clone(&stats)),
+                clock: Arc::new(SystemClock),
+                gate: PauseGate::new(),
+                ownership: Arc::clone(&ownership),
+                metrics: Metrics::global(stats),
+            },
+            EngineConfig::default(),
+        );
+        let (reporter, _service) = tonic_health::server::health_reporter();
+        let watchdog = Watchdog {
+            storage,
+            engine: engine.handle(),
+            ownership,
+            clock: Arc::new(SystemClock),
+            reporter,
+            config: WatchdogConfig {
+                interval: Duration::from_millis(50),
+                stall: Duration::from_secs(60),
+                services: vec![String::new()],
+            },
+        };
+
+        // The database answers, but nothing serves the engine's commands.
+        let verdict = watchdog.check(Instant::now()).await;
+        assert!(
+            verdict
+                .as_ref()
+                .is_err_and(|reason| reason.contains("engine")),
+            "{verdict:?}"
+        );
+
+        let stop = CancellationToken::new();
+        let running = tokio::spawn(engine.run(stop.clone()));
+        assert_eq!(watchdog.check(Instant::now()).await, Ok(()));
+        stop.cancel();
+        running.await.expect("engine task");
+    }
+}
