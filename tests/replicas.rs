@@ -802,3 +802,71 @@ async fn a_postgres_restart_under_load_loses_nothing_and_publishes_nothing_twice
     first.stop().await;
     second.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn edits_and_cancels_through_any_replica_reach_the_owner_at_once() {
+    let Some(admin) = admin_url() else { return };
+    let _turn = CONCURRENT_TESTS.acquire().await.expect("semaphore");
+    let database = Database::create(admin).await;
+    let receiver = Receiver::start().await;
+    let first = Replica::start("first", &database, &receiver).await;
+    let second = Replica::start("second", &database, &receiver).await;
+    database
+        .wait_balanced(&["first", "second"], Duration::from_secs(30))
+        .await;
+
+    // Far enough ahead that none would fire during the test where they were.
+    let posts = create_posts(
+        &[&first],
+        40,
+        Duration::from_secs(120),
+        Duration::from_secs(10),
+    )
+    .await;
+    let mut through_second = second.client().await;
+    let moved_to = Utc::now() + chrono::Duration::seconds(6);
+    let mut kept = Vec::new();
+    for (index, (id, _)) in posts.iter().enumerate() {
+        if index % 2 == 0 {
+            through_second
+                .cancel_schedule(pb::CancelScheduleRequest {
+                    id: id.clone(),
+                    expected_version: None,
+                })
+                .await
+                .expect("cancel through the other replica");
+        } else {
+            let at = moved_to + chrono::Duration::milliseconds(index as i64 * 10);
+            through_second
+                .update_schedule(pb::UpdateScheduleRequest {
+                    id: id.clone(),
+                    scheduled_for: Some(timestamp(at)),
+                    ..Default::default()
+                })
+                .await
+                .expect("move through the other replica");
+            kept.push((id.clone(), at));
+        }
+    }
+    let ids: Vec<String> = kept.iter().map(|(id, _)| id.clone()).collect();
+    receiver.wait_for_all(&ids, Duration::from_secs(30)).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let deliveries = receiver.deliveries();
+    assert_eq!(
+        deliveries.len(),
+        kept.len(),
+        "only the moved posts, each once: {deliveries:?}"
+    );
+    let by_post = check_deliveries(&kept, &deliveries);
+    for (id, at) in &kept {
+        let lateness = by_post[id][0].at - *at;
+        // Whichever replica owns the post heard of the move at once: it fired
+        // at the new instant, not at the next read of the horizon.
+        assert!(
+            lateness < chrono::Duration::milliseconds(500),
+            "post {id} moved through another replica fired {lateness} late"
+        );
+    }
+    first.stop().await;
+    second.stop().await;
+}
