@@ -136,7 +136,12 @@ impl Application {
         if cluster.is_none() {
             metrics.set_partitions_owned(usize::from(crate::domain::PARTITION_COUNT));
         }
-        let events = EventBus::new(EVENT_BUFFER, stats);
+        let (relay, relayed) = tokio::sync::mpsc::unbounded_channel();
+        let events = match &cluster {
+            // Watchers of every replica see every replica's events.
+            Some(_) => EventBus::new(EVENT_BUFFER, stats).relayed_to(relay),
+            None => EventBus::new(EVENT_BUFFER, stats),
+        };
 
         let gate = PauseGate::new();
         for pause in storage
@@ -178,6 +183,8 @@ impl Application {
                 Arc::clone(&ownership),
                 cluster,
                 metrics.clone(),
+                events.clone(),
+                relayed,
             )
         });
         let service = SchedulerService::new(

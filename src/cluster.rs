@@ -12,11 +12,13 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::Notify;
+use chrono::{DateTime, Utc};
+use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
-use crate::domain::PARTITION_COUNT;
+use crate::domain::{PARTITION_COUNT, PostId};
 use crate::engine::{EngineHandle, Ownership};
+use crate::events::{EventBus, EventKind, RelayedEvent};
 use crate::storage::{MemberCount, Notice, Storage};
 use crate::telemetry::Metrics;
 
@@ -75,7 +77,17 @@ pub struct Coordinator {
     settle_until: Option<Instant>,
     wake: Arc<Notify>,
     metrics: Metrics,
+    events: EventBus,
+    /// This replica's events, to announce to the others' watchers.
+    relay: Option<mpsc::UnboundedReceiver<RelayedEvent>>,
 }
+
+/// Events of other replicas waiting to be read and handed to this one's
+/// watchers; beyond this, they are dropped (watching is best effort).
+const RELAYED_BACKLOG: usize = 4_096;
+
+/// Most events announced in one statement.
+const RELAY_BATCH: usize = 512;
 
 impl Coordinator {
     pub fn new(
@@ -84,6 +96,8 @@ impl Coordinator {
         ownership: Arc<Ownership>,
         config: ClusterConfig,
         metrics: Metrics,
+        events: EventBus,
+        relay: mpsc::UnboundedReceiver<RelayedEvent>,
     ) -> Self {
         Self {
             storage,
@@ -97,17 +111,37 @@ impl Coordinator {
             settle_until: None,
             wake: Arc::new(Notify::new()),
             metrics,
+            events,
+            relay: Some(relay),
         }
     }
 
     pub async fn run(mut self, stop: CancellationToken) {
         let listener_stop = stop.child_token();
+        let (relayed, relayed_backlog) = mpsc::channel(RELAYED_BACKLOG);
         let listener = tokio::spawn(listen(
-            self.storage.clone(),
-            self.engine.clone(),
-            Arc::clone(&self.wake),
+            Listening {
+                storage: self.storage.clone(),
+                engine: self.engine.clone(),
+                wake: Arc::clone(&self.wake),
+                replica_id: self.config.replica_id.clone(),
+                relayed,
+            },
             listener_stop.clone(),
         ));
+        let delivering = tokio::spawn(deliver_relayed(
+            self.storage.clone(),
+            self.events.clone(),
+            relayed_backlog,
+        ));
+        let announcing = self.relay.take().map(|relay| {
+            tokio::spawn(announce_events(
+                self.storage.clone(),
+                self.config.replica_id.clone(),
+                relay,
+                listener_stop.clone(),
+            ))
+        });
         tracing::info!(replica_id = %self.config.replica_id, lease_ms = self.config.lease_duration.as_millis() as u64, "joining the cluster");
         self.rebalance().await;
         self.metrics
@@ -136,6 +170,10 @@ impl Coordinator {
         }
         listener_stop.cancel();
         let _ = listener.await;
+        let _ = delivering.await;
+        if let Some(announcing) = announcing {
+            let _ = announcing.await;
+        }
         self.leave().await;
     }
 
@@ -391,15 +429,26 @@ fn fair_share_change(view: &MemberCount, me: &str, mine: usize) -> ShareChange {
     ShareChange::Keep
 }
 
-/// Listens for changes written by any replica, and reconnects when the
-/// connection drops; after every reconnect the engine reads its partitions
-/// again, for whatever was announced while nobody listened.
-async fn listen(
+/// What the listener hands notifications to.
+struct Listening {
     storage: Storage,
     engine: EngineHandle,
     wake: Arc<Notify>,
-    stop: CancellationToken,
-) {
+    replica_id: String,
+    relayed: mpsc::Sender<(EventKind, PostId, DateTime<Utc>)>,
+}
+
+/// Listens for changes written by any replica, and reconnects when the
+/// connection drops; after every reconnect the engine reads its partitions
+/// again, for whatever was announced while nobody listened.
+async fn listen(listening: Listening, stop: CancellationToken) {
+    let Listening {
+        storage,
+        engine,
+        wake,
+        replica_id,
+        relayed,
+    } = listening;
     const KEEPALIVE: Duration = Duration::from_secs(5);
     let mut backoff = Duration::from_millis(200);
     let mut connected_before = false;
@@ -425,6 +474,19 @@ async fn listen(
                     match notice {
                         Ok(Notice::Pending(entry)) => engine.arm(entry.id, entry.due),
                         Ok(Notice::Cluster) => wake.notify_one(),
+                        Ok(Notice::Event {
+                            origin,
+                            kind,
+                            at,
+                            id,
+                        }) => {
+                            if origin != replica_id
+                                && let Some(kind) = EventKind::parse(&kind)
+                            {
+                                // Full: this replica's watchers miss it.
+                                let _ = relayed.try_send((kind, id, at));
+                            }
+                        }
                         Err(error) => {
                             tracing::warn!(%error, "lost the notification connection; reconnecting");
                             break;
@@ -441,6 +503,74 @@ async fn listen(
             _ = tokio::time::sleep(backoff) => {}
         }
         backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// Announces this replica's events to the other replicas, a batch per
+/// statement. Best effort: an event that cannot be announced is dropped.
+async fn announce_events(
+    storage: Storage,
+    replica_id: String,
+    mut relay: mpsc::UnboundedReceiver<RelayedEvent>,
+    stop: CancellationToken,
+) {
+    let mut failing = false;
+    loop {
+        let first = tokio::select! {
+            event = relay.recv() => match event {
+                Some(event) => event,
+                None => return,
+            },
+            _ = stop.cancelled() => return,
+        };
+        let mut batch = vec![first];
+        while batch.len() < RELAY_BATCH {
+            match relay.try_recv() {
+                Ok(event) => batch.push(event),
+                Err(_) => break,
+            }
+        }
+        let payloads: Vec<String> = batch
+            .iter()
+            .map(|event| {
+                format!(
+                    "{replica_id} {} {} {}",
+                    event.kind.as_str(),
+                    event.at.timestamp_micros(),
+                    event.post_id
+                )
+            })
+            .collect();
+        match storage.notify_events(&payloads).await {
+            Ok(()) => failing = false,
+            Err(error) => {
+                if !failing {
+                    tracing::warn!(%error, events = payloads.len(), "could not announce events to other replicas' watchers");
+                }
+                failing = true;
+            }
+        }
+    }
+}
+
+/// Reads the posts of other replicas' events and hands them to this
+/// replica's watchers, if it has any.
+async fn deliver_relayed(
+    storage: Storage,
+    events: EventBus,
+    mut relayed: mpsc::Receiver<(EventKind, PostId, DateTime<Utc>)>,
+) {
+    while let Some((kind, id, at)) = relayed.recv().await {
+        if !events.has_watchers() {
+            continue;
+        }
+        match storage.get(id).await {
+            Ok(Some(post)) => events.deliver_relayed(kind, post, at),
+            Ok(None) => {}
+            Err(error) => {
+                tracing::debug!(%error, post.id = %id, "could not read a relayed event's post")
+            }
+        }
     }
 }
 

@@ -5,9 +5,9 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, mpsc};
 
-use crate::domain::{Post, PostStatus};
+use crate::domain::{Post, PostId, PostStatus};
 use crate::stats::QueueStatsTracker;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -20,6 +20,44 @@ pub enum EventKind {
     RetryScheduled,
     DeadLettered,
     Discarded,
+}
+
+impl EventKind {
+    const ALL: [EventKind; 8] = [
+        EventKind::Scheduled,
+        EventKind::Updated,
+        EventKind::Cancelled,
+        EventKind::Publishing,
+        EventKind::Published,
+        EventKind::RetryScheduled,
+        EventKind::DeadLettered,
+        EventKind::Discarded,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Scheduled => "scheduled",
+            EventKind::Updated => "updated",
+            EventKind::Cancelled => "cancelled",
+            EventKind::Publishing => "publishing",
+            EventKind::Published => "published",
+            EventKind::RetryScheduled => "retry_scheduled",
+            EventKind::DeadLettered => "dead_lettered",
+            EventKind::Discarded => "discarded",
+        }
+    }
+
+    pub fn parse(input: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|kind| kind.as_str() == input)
+    }
+}
+
+/// What other replicas need to hear of an event: they read the post itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RelayedEvent {
+    pub kind: EventKind,
+    pub post_id: PostId,
+    pub at: DateTime<Utc>,
 }
 
 #[derive(Debug, Clone)]
@@ -36,12 +74,35 @@ pub struct PostEvent {
 pub struct EventBus {
     sender: broadcast::Sender<Arc<PostEvent>>,
     stats: Arc<QueueStatsTracker>,
+    /// Where this replica's events go for the watchers of other replicas
+    /// (several replicas on PostgreSQL).
+    relay: Option<mpsc::UnboundedSender<RelayedEvent>>,
 }
 
 impl EventBus {
     pub fn new(capacity: usize, stats: Arc<QueueStatsTracker>) -> Self {
         let (sender, _) = broadcast::channel(capacity.max(1));
-        Self { sender, stats }
+        Self {
+            sender,
+            stats,
+            relay: None,
+        }
+    }
+
+    /// Also hands every event to `relay`, for other replicas' watchers.
+    pub fn relayed_to(mut self, relay: mpsc::UnboundedSender<RelayedEvent>) -> Self {
+        self.relay = Some(relay);
+        self
+    }
+
+    /// An event of another replica, for this replica's watchers only: the
+    /// counters are the other replica's business.
+    pub fn deliver_relayed(&self, kind: EventKind, post: Post, at: DateTime<Utc>) {
+        let _ = self.sender.send(Arc::new(PostEvent { kind, post, at }));
+    }
+
+    pub fn has_watchers(&self) -> bool {
+        self.sender.receiver_count() > 0
     }
 
     /// `post` moved from `previous` (none for a new post) to its status.
@@ -58,6 +119,14 @@ impl EventBus {
             self.stats
                 .on_fire(&post.business_id, at, at - post.scheduled_for);
         }
+        if let Some(relay) = &self.relay {
+            // Fails only once the relay stopped, at shutdown.
+            let _ = relay.send(RelayedEvent {
+                kind,
+                post_id: post.id,
+                at,
+            });
+        }
         // No watcher is not an error: the event is simply not needed.
         let _ = self.sender.send(Arc::new(PostEvent { kind, post, at }));
     }
@@ -68,5 +137,18 @@ impl EventBus {
 
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<PostEvent>> {
         self.sender.subscribe()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_kinds_read_back() {
+        for kind in EventKind::ALL {
+            assert_eq!(EventKind::parse(kind.as_str()), Some(kind));
+        }
+        assert_eq!(EventKind::parse("exploded"), None);
     }
 }

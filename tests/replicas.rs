@@ -870,3 +870,70 @@ async fn edits_and_cancels_through_any_replica_reach_the_owner_at_once() {
     first.stop().await;
     second.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watcher_on_one_replica_sees_every_replicas_events() {
+    let Some(admin) = admin_url() else { return };
+    let _turn = CONCURRENT_TESTS.acquire().await.expect("semaphore");
+    let database = Database::create(admin).await;
+    let receiver = Receiver::start().await;
+    let first = Replica::start("first", &database, &receiver).await;
+    let second = Replica::start("second", &database, &receiver).await;
+    database
+        .wait_balanced(&["first", "second"], Duration::from_secs(30))
+        .await;
+
+    let mut stream = second
+        .client()
+        .await
+        .watch_events(pb::WatchEventsRequest {
+            business_id: String::new(),
+        })
+        .await
+        .expect("watch through the second replica")
+        .into_inner();
+    // Created through the first replica; published by whichever owns each.
+    let posts = create_posts(
+        &[&first],
+        70,
+        Duration::from_secs(3),
+        Duration::from_secs(2),
+    )
+    .await;
+    let watched: std::collections::HashSet<String> =
+        posts.iter().map(|(id, _)| id.clone()).collect();
+    let ids: Vec<String> = posts.iter().map(|(id, _)| id.clone()).collect();
+    let deliveries = receiver.wait_for_all(&ids, Duration::from_secs(30)).await;
+    let published_by_first = deliveries
+        .iter()
+        .filter(|d| d.replica == "first" && watched.contains(&d.post_id))
+        .count();
+    assert!(
+        published_by_first > 0,
+        "some watched posts are the first replica's"
+    );
+
+    let mut published = std::collections::HashSet::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while published.len() < watched.len() {
+        let event = tokio::time::timeout_at(deadline, stream.message())
+            .await
+            .unwrap_or_else(|_| {
+                panic!(
+                    "the watcher saw {} of {} publications",
+                    published.len(),
+                    watched.len()
+                )
+            })
+            .expect("watch stream")
+            .expect("stream open");
+        let post = event.schedule.expect("post");
+        if event.r#type == pb::schedule_event::Type::Published as i32 {
+            published.insert(post.id);
+        }
+    }
+    assert_eq!(published, watched);
+    drop(stream);
+    first.stop().await;
+    second.stop().await;
+}

@@ -214,6 +214,20 @@ impl Storage {
         Ok(())
     }
 
+    /// Announces events to the other replicas' watchers, many per statement.
+    pub async fn notify_events(&self, payloads: &[String]) -> Result<(), StorageError> {
+        if payloads.is_empty() {
+            return Ok(());
+        }
+        let mut conn = self.postgres()?.get().await?;
+        sql_query("SELECT pg_notify($1, payload) FROM unnest($2::text[]) AS payload")
+            .bind::<Text, _>(super::notify::EVENTS_CHANNEL)
+            .bind::<Array<Text>, _>(payloads)
+            .execute(&mut conn)
+            .await?;
+        Ok(())
+    }
+
     /// Wakes every replica's rebalancing (a replica joined, or released
     /// partitions).
     pub async fn notify_cluster(&self, message: &str) -> Result<(), StorageError> {

@@ -16,6 +16,8 @@ use crate::domain::PostId;
 pub(super) const POSTS_CHANNEL: &str = "punctual_posts";
 /// Cluster changes; the payload is informational.
 pub(super) const CLUSTER_CHANNEL: &str = "punctual_cluster";
+/// Events for other replicas' watchers: `"<origin> <kind> <at µs> <id>"`.
+pub(super) const EVENTS_CHANNEL: &str = "punctual_events";
 
 /// Something another replica (or this one) changed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,6 +26,13 @@ pub enum Notice {
     Pending(DueEntry),
     /// A replica joined, left or released partitions.
     Cluster,
+    /// Something happened to a post on replica `origin`.
+    Event {
+        origin: String,
+        kind: String,
+        at: chrono::DateTime<chrono::Utc>,
+        id: PostId,
+    },
 }
 
 /// A dedicated connection that listens; it is not from the pool, because it
@@ -43,7 +52,7 @@ impl Storage {
         let mut conn = AsyncPgConnection::establish(url)
             .await
             .map_err(|error| StorageError::Unavailable(error.to_string()))?;
-        for channel in [POSTS_CHANNEL, CLUSTER_CHANNEL] {
+        for channel in [POSTS_CHANNEL, CLUSTER_CHANNEL, EVENTS_CHANNEL] {
             diesel::sql_query(format!("LISTEN {channel}"))
                 .execute(&mut conn)
                 .await?;
@@ -94,6 +103,19 @@ impl Listener {
 fn parse(channel: &str, payload: &str) -> Option<Notice> {
     match channel {
         CLUSTER_CHANNEL => Some(Notice::Cluster),
+        EVENTS_CHANNEL => {
+            let mut fields = payload.split(' ');
+            let origin = fields.next()?.to_owned();
+            let kind = fields.next()?.to_owned();
+            let at = rows::from_micros(payload, fields.next()?.parse().ok()?).ok()?;
+            let id = PostId::parse("id", fields.next()?).ok()?;
+            Some(Notice::Event {
+                origin,
+                kind,
+                at,
+                id,
+            })
+        }
         POSTS_CHANNEL => {
             let (id, due_us) = payload.split_once(' ')?;
             let id = PostId::parse("id", id).ok()?;
@@ -121,5 +143,14 @@ mod tests {
         assert_eq!(parse(POSTS_CHANNEL, "not-an-id 12"), None);
         assert_eq!(parse(POSTS_CHANNEL, &format!("{id} soon")), None);
         assert_eq!(parse("elsewhere", ""), None);
+        let event = parse(
+            EVENTS_CHANNEL,
+            &format!("r1 published 1767225600000000 {id}"),
+        );
+        assert!(matches!(
+            event,
+            Some(Notice::Event { ref origin, ref kind, id: event_id, .. })
+                if origin == "r1" && kind == "published" && event_id == id
+        ));
     }
 }
