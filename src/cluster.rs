@@ -80,6 +80,8 @@ pub struct Coordinator {
     events: EventBus,
     /// This replica's events, to announce to the others' watchers.
     relay: Option<mpsc::UnboundedReceiver<RelayedEvent>>,
+    /// No other replica is alive: nobody to announce events to.
+    alone: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Events of other replicas waiting to be read and handed to this one's
@@ -113,6 +115,7 @@ impl Coordinator {
             metrics,
             events,
             relay: Some(relay),
+            alone: Arc::new(std::sync::atomic::AtomicBool::new(false)),
         }
     }
 
@@ -139,6 +142,7 @@ impl Coordinator {
                 self.storage.clone(),
                 self.config.replica_id.clone(),
                 relay,
+                Arc::clone(&self.alone),
                 listener_stop.clone(),
             ))
         });
@@ -245,6 +249,10 @@ impl Coordinator {
                 return;
             }
         };
+        self.alone.store(
+            view.live_members.iter().all(|member| *member == replica),
+            std::sync::atomic::Ordering::Relaxed,
+        );
         let mine = self.held.len() - self.draining.len();
         match fair_share_change(&view, &replica, mine) {
             ShareChange::Give(count) => self.start_hand_over(count),
@@ -512,6 +520,7 @@ async fn announce_events(
     storage: Storage,
     replica_id: String,
     mut relay: mpsc::UnboundedReceiver<RelayedEvent>,
+    alone: Arc<std::sync::atomic::AtomicBool>,
     stop: CancellationToken,
 ) {
     let mut failing = false;
@@ -529,6 +538,9 @@ async fn announce_events(
                 Ok(event) => batch.push(event),
                 Err(_) => break,
             }
+        }
+        if alone.load(std::sync::atomic::Ordering::Relaxed) {
+            continue;
         }
         let payloads: Vec<String> = batch
             .iter()
