@@ -278,11 +278,11 @@ impl Application {
                         .health_check_interval
                         .max(std::time::Duration::from_millis(100)),
                     stall: config.health_stall,
-                    services: vec![
-                        String::new(),
+                    readiness_services: vec![
                         <SchedulerServer<SchedulerApi> as tonic::server::NamedService>::NAME
                             .to_owned(),
                     ],
+                    liveness_services: vec![String::new()],
                 },
             }
             .run(watchdog_stop.clone()),

@@ -2,6 +2,11 @@
 //! `grpc.health.v1` while the database is unreachable or the engine has
 //! stopped serving due timers, so that probes catch a scheduler that is
 //! stuck without having crashed.
+//!
+//! Two kinds of services follow the verdict. *Readiness* services turn
+//! `NOT_SERVING` for either cause: send no calls here. *Liveness* services
+//! turn `NOT_SERVING` only for a stuck engine, which a restart can cure; an
+//! unreachable database is not cured by restarting every replica at once.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -24,9 +29,29 @@ pub struct WatchdogConfig {
     /// Due posts waiting this long while nothing is claimed means the engine
     /// is stuck.
     pub stall: Duration,
-    /// The services whose status follows the verdict ("" is the server as a
-    /// whole, which Kubernetes probes ask about by default).
-    pub services: Vec<String>,
+    /// Services that turn `NOT_SERVING` on any failure.
+    pub readiness_services: Vec<String>,
+    /// Services that turn `NOT_SERVING` only when the engine is stuck (""
+    /// is the server as a whole, which Kubernetes probes ask about by
+    /// default).
+    pub liveness_services: Vec<String>,
+}
+
+/// What a check found wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Failure {
+    /// The database does not answer: not ready, but restarting won't help.
+    Database(String),
+    /// The engine does not serve due posts: a restart may.
+    Engine(String),
+}
+
+impl Failure {
+    fn reason(&self) -> &str {
+        match self {
+            Failure::Database(reason) | Failure::Engine(reason) => reason,
+        }
+    }
 }
 
 pub struct Watchdog {
@@ -41,7 +66,7 @@ pub struct Watchdog {
 impl Watchdog {
     pub async fn run(self, stop: CancellationToken) {
         let started = Instant::now();
-        let mut healthy = true;
+        let mut reported: Result<(), Failure> = Ok(());
         loop {
             tokio::select! {
                 _ = stop.cancelled() => return,
@@ -52,38 +77,53 @@ impl Watchdog {
             if stop.is_cancelled() {
                 return;
             }
-            match (&verdict, healthy) {
-                (Err(reason), true) => {
-                    tracing::error!(%reason, "health: NOT_SERVING");
-                    self.report(ServingStatus::NotServing).await;
-                    healthy = false;
-                }
-                (Ok(()), false) => {
-                    tracing::info!("health: SERVING again");
-                    self.report(ServingStatus::Serving).await;
-                    healthy = true;
-                }
-                _ => {}
+            if verdict == reported {
+                continue;
             }
+            let (ready, live) = match &verdict {
+                Ok(()) => {
+                    tracing::info!("health: SERVING again");
+                    (ServingStatus::Serving, ServingStatus::Serving)
+                }
+                Err(failure) => {
+                    tracing::error!(reason = failure.reason(), "health: NOT_SERVING");
+                    let live = match failure {
+                        Failure::Database(_) => ServingStatus::Serving,
+                        Failure::Engine(_) => ServingStatus::NotServing,
+                    };
+                    (ServingStatus::NotServing, live)
+                }
+            };
+            self.report(&self.config.readiness_services, ready).await;
+            self.report(&self.config.liveness_services, live).await;
+            reported = verdict;
         }
     }
 
-    async fn report(&self, status: ServingStatus) {
-        for service in &self.config.services {
+    async fn report(&self, services: &[String], status: ServingStatus) {
+        for service in services {
             self.reporter
                 .set_service_status(service.as_str(), status)
                 .await;
         }
     }
 
-    async fn check(&self, started: Instant) -> Result<(), String> {
+    async fn check(&self, started: Instant) -> Result<(), Failure> {
         match tokio::time::timeout(CHECK_TIMEOUT, self.storage.ping()).await {
             Ok(Ok(())) => {}
-            Ok(Err(error)) => return Err(format!("the database is unreachable: {error}")),
-            Err(_) => return Err("the database did not answer in time".to_owned()),
+            Ok(Err(error)) => {
+                return Err(Failure::Database(format!(
+                    "the database is unreachable: {error}"
+                )));
+            }
+            Err(_) => {
+                return Err(Failure::Database(
+                    "the database did not answer in time".to_owned(),
+                ));
+            }
         }
         if !self.engine.is_responsive(CHECK_TIMEOUT).await {
-            return Err("the engine does not respond".to_owned());
+            return Err(Failure::Engine("the engine does not respond".to_owned()));
         }
         // Due posts may wait while a backlog is worked off; they may not
         // wait while nothing is claimed at all.
@@ -107,12 +147,16 @@ impl Watchdog {
         .await
         {
             Ok(Ok(false)) => Ok(()),
-            Ok(Ok(true)) => Err(format!(
+            Ok(Ok(true)) => Err(Failure::Engine(format!(
                 "posts are overdue by more than {}s and none was claimed meanwhile: the engine is stuck",
                 self.config.stall.as_secs()
+            ))),
+            Ok(Err(error)) => Err(Failure::Database(format!(
+                "the database is unreachable: {error}"
+            ))),
+            Err(_) => Err(Failure::Database(
+                "the database did not answer in time".to_owned(),
             )),
-            Ok(Err(error)) => Err(format!("the database is unreachable: {error}")),
-            Err(_) => Err("the database did not answer in time".to_owned()),
         }
     }
 }
@@ -171,16 +215,16 @@ mod tests {
             config: WatchdogConfig {
                 interval: Duration::from_millis(50),
                 stall: Duration::from_secs(60),
-                services: vec![String::new()],
+                readiness_services: vec!["ready".to_owned()],
+                liveness_services: vec![String::new()],
             },
         };
 
         // The database answers, but nothing serves the engine's commands.
         let verdict = watchdog.check(Instant::now()).await;
+        // A restart may cure that: liveness fails too, not only readiness.
         assert!(
-            verdict
-                .as_ref()
-                .is_err_and(|reason| reason.contains("engine")),
+            matches!(&verdict, Err(Failure::Engine(reason)) if reason.contains("engine")),
             "{verdict:?}"
         );
 
