@@ -443,6 +443,20 @@ fn duplicates(by_post: &HashMap<String, Vec<Delivery>>) -> Vec<(&String, &Vec<De
     by_post.iter().filter(|(_, list)| list.len() > 1).collect()
 }
 
+/// Two replicas, started one after the other, sharing the partitions.
+async fn two_replicas(
+    names: [&str; 2],
+    database: &Database,
+    receiver: &Receiver,
+) -> (Replica, Replica) {
+    let first = Replica::start(names[0], database, receiver).await;
+    let second = Replica::start(names[1], database, receiver).await;
+    database
+        .wait_balanced(&names, Duration::from_secs(30))
+        .await;
+    (first, second)
+}
+
 async fn three_replicas(database: &Database, receiver: &Receiver) -> Vec<Replica> {
     let mut replicas = Vec::new();
     // One at a time: each join makes the others hand partitions over.
@@ -639,11 +653,7 @@ async fn a_frozen_replica_cannot_publish_after_its_lease_lapsed() {
     let _turn = CONCURRENT_TESTS.acquire().await.expect("semaphore");
     let database = Database::create(admin).await;
     let receiver = Receiver::start().await;
-    let frozen = Replica::start("frozen", &database, &receiver).await;
-    let healthy = Replica::start("healthy", &database, &receiver).await;
-    database
-        .wait_balanced(&["frozen", "healthy"], Duration::from_secs(30))
-        .await;
+    let (frozen, healthy) = two_replicas(["frozen", "healthy"], &database, &receiver).await;
 
     let posts = create_posts(
         &[&frozen, &healthy],
@@ -760,11 +770,7 @@ async fn a_postgres_restart_under_load_loses_nothing_and_publishes_nothing_twice
     let _turn = CONCURRENT_TESTS.acquire().await.expect("semaphore");
     let database = Database::create(admin).await;
     let receiver = Receiver::start().await;
-    let first = Replica::start("first", &database, &receiver).await;
-    let second = Replica::start("second", &database, &receiver).await;
-    database
-        .wait_balanced(&["first", "second"], Duration::from_secs(30))
-        .await;
+    let (first, second) = two_replicas(["first", "second"], &database, &receiver).await;
     let posts = create_posts(
         &[&first, &second],
         1_000,
@@ -826,11 +832,7 @@ async fn edits_and_cancels_through_any_replica_reach_the_owner_at_once() {
     let _turn = CONCURRENT_TESTS.acquire().await.expect("semaphore");
     let database = Database::create(admin).await;
     let receiver = Receiver::start().await;
-    let first = Replica::start("first", &database, &receiver).await;
-    let second = Replica::start("second", &database, &receiver).await;
-    database
-        .wait_balanced(&["first", "second"], Duration::from_secs(30))
-        .await;
+    let (first, second) = two_replicas(["first", "second"], &database, &receiver).await;
 
     // Far enough ahead that none would fire during the test where they were.
     let posts = create_posts(
@@ -894,11 +896,7 @@ async fn a_watcher_on_one_replica_sees_every_replicas_events() {
     let _turn = CONCURRENT_TESTS.acquire().await.expect("semaphore");
     let database = Database::create(admin).await;
     let receiver = Receiver::start().await;
-    let first = Replica::start("first", &database, &receiver).await;
-    let second = Replica::start("second", &database, &receiver).await;
-    database
-        .wait_balanced(&["first", "second"], Duration::from_secs(30))
-        .await;
+    let (first, second) = two_replicas(["first", "second"], &database, &receiver).await;
 
     let mut stream = second
         .client()

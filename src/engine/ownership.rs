@@ -109,13 +109,6 @@ impl Ownership {
     }
 
     /// Partitions whose timers are kept, in order.
-    pub fn assigned(&self) -> Vec<u16> {
-        (0..PARTITION_COUNT)
-            .filter(|partition| self.is_assigned(*partition))
-            .collect()
-    }
-
-    /// Partitions whose timers are kept, in order.
     pub fn timer_partitions(&self) -> Vec<u16> {
         (0..PARTITION_COUNT)
             .filter(|partition| self.keeps_timers(*partition))
@@ -206,7 +199,10 @@ mod tests {
     fn exclusive_ownership_holds_everything_for_ever() {
         let ownership = Ownership::exclusive();
         assert!(ownership.is_exclusive());
-        assert_eq!(ownership.assigned().len(), usize::from(PARTITION_COUNT));
+        assert_eq!(
+            ownership.timer_partitions().len(),
+            usize::from(PARTITION_COUNT)
+        );
         assert!(ownership.may_claim(7));
         assert!(ownership.holds(7, 0));
         assert!(!ownership.holds(7, 1));
@@ -232,7 +228,7 @@ mod tests {
         assert!(!ownership.holds(3, 5));
         ownership.revoke(3);
         assert!(!ownership.is_assigned(3));
-        assert_eq!(ownership.assigned(), Vec::<u16>::new());
+        assert_eq!(ownership.timer_partitions(), Vec::<u16>::new());
     }
 
     #[test]

@@ -187,7 +187,7 @@ impl Storage {
         replica: &str,
         partitions: &[u16],
     ) -> Result<(), StorageError> {
-        let partitions: Vec<i32> = partitions.iter().copied().map(i32::from).collect();
+        let partitions = super::partition_numbers(partitions);
         let mut conn = self.postgres()?.get().await?;
         sql_query(
             "UPDATE partition_leases SET owner = NULL, expires_at_us = 0 \

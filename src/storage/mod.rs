@@ -264,6 +264,26 @@ fn is_pending() -> diesel::expression::SqlLiteral<diesel::sql_types::Bool> {
     diesel::dsl::sql("status IN ('SCHEDULED', 'RETRY_SCHEDULED')")
 }
 
+/// The post's business, and its platform, are not paused.
+macro_rules! not_paused {
+    () => {
+        diesel::dsl::not(diesel::dsl::exists(
+            schema::queue_pauses::table
+                .filter(schema::queue_pauses::business_id.eq(posts::business_id))
+                .filter(
+                    schema::queue_pauses::platform
+                        .eq("")
+                        .or(schema::queue_pauses::platform.eq(posts::platform)),
+                ),
+        ))
+    };
+}
+
+/// Partition numbers as the database stores them.
+fn partition_numbers(partitions: &[u16]) -> Vec<i32> {
+    partitions.iter().copied().map(i32::from).collect()
+}
+
 /// Filters of a listing, already validated.
 #[derive(Debug, Clone, Default)]
 pub struct ListFilter {
@@ -455,7 +475,7 @@ impl Storage {
     /// From now on, claims and the writes that finish them hold only while
     /// `replica_id` owns the post's partition under an unexpired lease
     /// (PostgreSQL only: a SQLite database has one process).
-    pub fn fenced_by(mut self, replica_id: &str) -> Self {
+    fn fenced_by(mut self, replica_id: &str) -> Self {
         if matches!(self.pool, Pool::Postgres(_)) {
             self.fencing_owner = Some(Arc::from(replica_id));
         }
@@ -782,8 +802,7 @@ impl Storage {
         limit: i64,
         partitions: Option<&[u16]>,
     ) -> Result<Vec<DueEntry>, StorageError> {
-        let partitions: Option<Vec<i32>> =
-            partitions.map(|list| list.iter().copied().map(i32::from).collect());
+        let partitions: Option<Vec<i32>> = partitions.map(partition_numbers);
         let until = micros(until);
         let after = after.map(|entry| (micros(entry.due), entry.id.to_string()));
         // Each page starts at the previous page's last instant, so reading
@@ -851,15 +870,7 @@ impl Storage {
                 .filter(is_pending())
                 .filter(owner_condition!(fence))
                 .filter(posts::next_attempt_at_us.le(due_by_us))
-                .filter(diesel::dsl::not(diesel::dsl::exists(
-                    schema::queue_pauses::table
-                        .filter(schema::queue_pauses::business_id.eq(posts::business_id))
-                        .filter(
-                            schema::queue_pauses::platform
-                                .eq("")
-                                .or(schema::queue_pauses::platform.eq(posts::platform)),
-                        ),
-                )))
+                .filter(not_paused!())
                 .set((
                     posts::status.eq(PostStatus::Publishing.as_str()),
                     posts::attempts.eq(posts::attempts + 1),
@@ -1279,21 +1290,12 @@ impl Storage {
         partitions: Option<&[u16]>,
     ) -> Result<bool, StorageError> {
         let before_us = micros(before);
-        let partitions: Option<Vec<i32>> =
-            partitions.map(|list| list.iter().copied().map(i32::from).collect());
+        let partitions: Option<Vec<i32>> = partitions.map(partition_numbers);
         let found: Option<String> = with_connection!(self, |conn| {
             let mut query = posts::table
                 .filter(is_pending())
                 .filter(posts::next_attempt_at_us.lt(before_us))
-                .filter(diesel::dsl::not(diesel::dsl::exists(
-                    schema::queue_pauses::table
-                        .filter(schema::queue_pauses::business_id.eq(posts::business_id))
-                        .filter(
-                            schema::queue_pauses::platform
-                                .eq("")
-                                .or(schema::queue_pauses::platform.eq(posts::platform)),
-                        ),
-                )))
+                .filter(not_paused!())
                 .select(posts::id)
                 .into_boxed();
             if let Some(partitions) = &partitions {
