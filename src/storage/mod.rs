@@ -30,7 +30,7 @@ use futures::FutureExt;
 
 use crate::domain::time::TimeZone;
 use crate::domain::{Post, PostId, PostStatus};
-use rows::{PostRow, micros};
+use rows::{InsertedId, OnDuplicateRequest, PostColumns, PostRow, micros};
 use schema::posts;
 
 pub use leases::{Lease, MemberCount};
@@ -378,8 +378,11 @@ pub struct Storage {
     pool: Pool,
     /// Serialises this process's SQLite writes (unused on PostgreSQL).
     sqlite_writer: Arc<tokio::sync::Mutex<()>>,
-    /// Inserts waiting for the next SQLite group commit.
-    sqlite_inserts: Arc<std::sync::Mutex<Vec<PendingInsert>>>,
+    /// Inserts waiting for the next group commit.
+    inserts: Arc<std::sync::Mutex<Vec<PendingInsert>>>,
+    /// Held by the one task committing a group of inserts: on SQLite the
+    /// writer lock itself.
+    insert_writer: Arc<tokio::sync::Mutex<()>>,
     /// The replica whose partition leases fence claims and outcome writes;
     /// `None` where one process owns the database (SQLite).
     fencing_owner: Option<Arc<str>>,
@@ -402,39 +405,29 @@ fn lock_queue(
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-async fn commit_group(pool: &DeadPool<SqliteConnection>, batch: Vec<PendingInsert>) {
+/// Commits a group of inserts in one statement per backend and answers each
+/// caller: inserted, or [`StorageError::DuplicateRequest`] for a post whose
+/// request id its business had used already (in the database or earlier in
+/// the group).
+async fn commit_group(pool: &Pool, batch: Vec<PendingInsert>) {
     let (rows, senders): (Vec<PostRow>, Vec<_>) = batch
         .into_iter()
         .map(|pending| (pending.row, pending.done))
         .unzip();
-    let outcome = async {
-        let mut conn = pool.get().await?;
-        let results = conn
-            .spawn_blocking(move |conn| {
-                conn.immediate_transaction(|conn| {
-                    let results: Vec<Result<(), DieselError>> = rows
-                        .iter()
-                        .map(|row| {
-                            conn.transaction(|conn| {
-                                diesel::RunQueryDsl::execute(
-                                    diesel::insert_into(posts::table).values(row),
-                                    conn,
-                                )
-                                .map(|_| ())
-                            })
-                        })
-                        .collect();
-                    Ok::<_, DieselError>(results)
-                })
-            })
-            .await?;
-        Ok::<_, StorageError>(results)
-    }
-    .await;
+    let ids: Vec<String> = rows.iter().map(|row| row.id().to_owned()).collect();
+    let started = std::time::Instant::now();
+    let outcome = insert_rows(pool, rows, OnDuplicateRequest::Skip).await;
+    tracing::debug!(posts = ids.len(), elapsed = ?started.elapsed(), "group insert");
     match outcome {
-        Ok(results) => {
-            for (done, result) in senders.into_iter().zip(results) {
-                let _ = done.send(result.map_err(StorageError::from));
+        Ok(inserted) => {
+            let inserted: std::collections::HashSet<String> = inserted.into_iter().collect();
+            for (done, id) in senders.into_iter().zip(ids) {
+                let result = if inserted.contains(&id) {
+                    Ok(())
+                } else {
+                    Err(StorageError::DuplicateRequest)
+                };
+                let _ = done.send(result);
             }
         }
         Err(error) => {
@@ -442,6 +435,56 @@ async fn commit_group(pool: &DeadPool<SqliteConnection>, batch: Vec<PendingInser
             for done in senders {
                 let _ = done.send(Err(StorageError::Unavailable(message.clone())));
             }
+        }
+    }
+}
+
+/// Inserts `rows` in one transaction and returns the ids inserted. On SQLite
+/// the caller holds the writer lock.
+async fn insert_rows(
+    pool: &Pool,
+    rows: Vec<PostRow>,
+    on_duplicate: OnDuplicateRequest,
+) -> Result<Vec<String>, StorageError> {
+    match pool {
+        Pool::Sqlite(pool) => {
+            // diesel-async cannot batch-insert into SQLite; the synchronous
+            // connection can, on a blocking thread, in one write transaction.
+            let mut conn = pool.get().await?;
+            let inserted = conn
+                .spawn_blocking(move |conn| {
+                    conn.immediate_transaction(|conn| {
+                        let mut inserted = Vec::with_capacity(rows.len());
+                        for chunk in rows.chunks(INSERT_CHUNK_ROWS) {
+                            let statement = diesel::insert_into(posts::table).values(chunk);
+                            let ids: Vec<String> = match on_duplicate {
+                                OnDuplicateRequest::Fail => diesel::RunQueryDsl::get_results(
+                                    statement.returning(posts::id),
+                                    conn,
+                                )?,
+                                OnDuplicateRequest::Skip => diesel::RunQueryDsl::get_results(
+                                    statement
+                                        .on_conflict((posts::business_id, posts::request_id))
+                                        .do_nothing()
+                                        .returning(posts::id),
+                                    conn,
+                                )?,
+                            };
+                            inserted.extend(ids);
+                        }
+                        Ok::<_, DieselError>(inserted)
+                    })
+                })
+                .await?;
+            Ok(inserted)
+        }
+        Pool::Postgres(pool) => {
+            let mut conn = pool.get().await?;
+            let inserted: Vec<InsertedId> = PostColumns::from_rows(rows)
+                .insert_statement(on_duplicate)
+                .load(&mut conn)
+                .await?;
+            Ok(inserted.into_iter().map(|row| row.id).collect())
         }
     }
 }
@@ -457,10 +500,16 @@ impl Storage {
                 Pool::Postgres(postgres_pool(&url, options)?)
             }
         };
+        let sqlite_writer: Arc<tokio::sync::Mutex<()>> = Arc::default();
+        let insert_writer = match pool {
+            Pool::Sqlite(_) => Arc::clone(&sqlite_writer),
+            Pool::Postgres(_) => Arc::default(),
+        };
         let storage = Self {
             pool,
-            sqlite_writer: Arc::default(),
-            sqlite_inserts: Arc::default(),
+            sqlite_writer,
+            inserts: Arc::default(),
+            insert_writer,
             fencing_owner: None,
             postgres_url,
         };
@@ -560,41 +609,30 @@ impl Storage {
 
     /// Inserts one post. A `request_id` already used by the business gives
     /// [`StorageError::DuplicateRequest`] and inserts nothing.
+    ///
+    /// Group commit: inserts that arrive while one group commits are queued,
+    /// and the next writer commits all of them in one statement and one
+    /// transaction. A commit (an fsync) costs about as much for one post as
+    /// for a hundred, so concurrent callers share it.
     pub async fn insert(&self, post: &Post) -> Result<(), StorageError> {
         let row = PostRow::from_post(post);
-        match &self.pool {
-            Pool::Sqlite(pool) => self.insert_grouped(pool, row).await,
-            Pool::Postgres(pool) => {
-                let mut conn = pool.get().await?;
-                diesel::insert_into(posts::table)
-                    .values(&row)
-                    .execute(&mut conn)
-                    .await?;
-                Ok(())
-            }
+        let (done, mut result) = tokio::sync::oneshot::channel();
+        lock_queue(&self.inserts).push(PendingInsert { row, done });
+        let writer = Arc::clone(&self.insert_writer).lock_owned().await;
+        // A writer that took this insert has answered it before letting the
+        // lock go. Callers answered so are let through at once: were they to
+        // commit what arrived meanwhile, each would commit a group of one.
+        if let Ok(answer) = result.try_recv() {
+            drop(writer);
+            return answer;
         }
-    }
-
-    /// Group commit: SQLite commits one writer at a time, so inserts that
-    /// arrive while one commits are queued and the next writer commits all
-    /// of them in one transaction, each in its own savepoint so that a
-    /// duplicate request id fails only its own insert.
-    async fn insert_grouped(
-        &self,
-        pool: &DeadPool<SqliteConnection>,
-        row: PostRow,
-    ) -> Result<(), StorageError> {
-        let (done, result) = tokio::sync::oneshot::channel();
-        lock_queue(&self.sqlite_inserts).push(PendingInsert { row, done });
-        let writer = Arc::clone(&self.sqlite_writer).lock_owned().await;
-        let batch = std::mem::take(&mut *lock_queue(&self.sqlite_inserts));
+        let batch = std::mem::take(&mut *lock_queue(&self.inserts));
         if batch.is_empty() {
-            // Another writer committed this insert already.
             drop(writer);
         } else {
             // Spawned, so that the group is committed and answered even if
             // this caller goes away meanwhile.
-            let pool = pool.clone();
+            let pool = self.pool.clone();
             let group = tokio::spawn(async move {
                 commit_group(&pool, batch).await;
                 drop(writer);
@@ -613,39 +651,11 @@ impl Storage {
     /// Inserts all posts or none, in one transaction.
     pub async fn insert_all(&self, new_posts: &[Post]) -> Result<(), StorageError> {
         let rows: Vec<PostRow> = new_posts.iter().map(PostRow::from_post).collect();
-        match &self.pool {
-            Pool::Sqlite(pool) => {
-                // diesel-async cannot batch-insert into SQLite; the synchronous
-                // connection can, on a blocking thread, in one write transaction.
-                let _writer = self.sqlite_writer.lock().await;
-                let mut conn = pool.get().await?;
-                conn.spawn_blocking(move |conn| {
-                    conn.immediate_transaction(|conn| {
-                        for chunk in rows.chunks(INSERT_CHUNK_ROWS) {
-                            diesel::RunQueryDsl::execute(
-                                diesel::insert_into(posts::table).values(chunk),
-                                conn,
-                            )?;
-                        }
-                        Ok::<_, DieselError>(())
-                    })
-                })
-                .await?;
-            }
-            Pool::Postgres(pool) => {
-                let mut conn = pool.get().await?;
-                conn.transaction(async |conn| {
-                    for chunk in rows.chunks(INSERT_CHUNK_ROWS) {
-                        diesel::insert_into(posts::table)
-                            .values(chunk)
-                            .execute(conn)
-                            .await?;
-                    }
-                    Ok::<_, StorageError>(())
-                })
-                .await?;
-            }
-        }
+        let _writer = match self.pool {
+            Pool::Sqlite(_) => Some(self.sqlite_writer.lock().await),
+            Pool::Postgres(_) => None,
+        };
+        insert_rows(&self.pool, rows, OnDuplicateRequest::Fail).await?;
         Ok(())
     }
 
