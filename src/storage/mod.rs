@@ -41,43 +41,95 @@ pub use notify::{Listener, Notice};
 /// leases by this one clock, so their own clocks may disagree.
 const PG_NOW_US: &str = "(extract(epoch from clock_timestamp()) * 1000000)::bigint";
 
-/// A condition around one bound text (the replica's name): the SQL before
-/// it and after it. Conditions that depend on the backend or on fencing all
-/// have this shape, so one statement type serves them all.
-struct OwnerCondition {
-    before: String,
-    owner: String,
-    after: String,
+/// A condition written as SQL, around at most one bound text (the
+/// replica's name). Conditions that depend on the backend, on fencing or on
+/// a set of statuses all have this shape.
+///
+/// Unlike diesel's `sql()` literals, which make every statement that holds
+/// one be parsed and planned anew on each call, a statement holding these is
+/// prepared once per connection and reused: the text is this module's own,
+/// never a caller's, so the text alone names the statement.
+#[derive(Debug, Clone)]
+struct SqlCondition {
+    before: std::borrow::Cow<'static, str>,
+    bind: Option<String>,
+    after: std::borrow::Cow<'static, str>,
 }
 
-impl OwnerCondition {
+impl SqlCondition {
+    /// A condition with nothing bound.
+    fn literal(sql: impl Into<std::borrow::Cow<'static, str>>) -> Self {
+        Self {
+            before: sql.into(),
+            bind: None,
+            after: "".into(),
+        }
+    }
+
     /// Always true.
     fn none() -> Self {
-        Self {
-            before: "(".to_owned(),
-            owner: String::new(),
-            after: " IS NOT NULL)".to_owned(),
+        Self::literal("1 = 1")
+    }
+
+    /// `status IN (…)`, with the statuses written out: they are the
+    /// domain's own names, and a partial index on pending posts matches only
+    /// a condition written as literals.
+    fn status_in(statuses: &[PostStatus]) -> Self {
+        if statuses.is_empty() {
+            return Self::literal("1 = 0");
         }
+        let names: Vec<String> = statuses
+            .iter()
+            .map(|status| format!("'{}'", status.as_str()))
+            .collect();
+        Self::literal(format!("status IN ({})", names.join(", ")))
     }
 }
 
-/// The diesel expression of an [`OwnerCondition`].
-macro_rules! owner_condition {
-    ($condition:expr) => {
-        diesel::dsl::sql::<diesel::sql_types::Bool>(&$condition.before)
-            .bind::<diesel::sql_types::Text, _>($condition.owner.clone())
-            .sql(&$condition.after)
-    };
+impl diesel::expression::Expression for SqlCondition {
+    type SqlType = diesel::sql_types::Bool;
+}
+
+impl<QS> diesel::expression::AppearsOnTable<QS> for SqlCondition {}
+
+impl<QS> diesel::expression::SelectableExpression<QS> for SqlCondition {}
+
+impl diesel::expression::ValidGrouping<()> for SqlCondition {
+    type IsAggregate = diesel::expression::is_aggregate::Never;
+}
+
+impl diesel::query_builder::QueryId for SqlCondition {
+    type QueryId = ();
+    // Keyed by its SQL text in the statement caches.
+    const HAS_STATIC_QUERY_ID: bool = false;
+}
+
+impl<DB> diesel::query_builder::QueryFragment<DB> for SqlCondition
+where
+    DB: diesel::backend::Backend + diesel::sql_types::HasSqlType<diesel::sql_types::Text>,
+    String: diesel::serialize::ToSql<diesel::sql_types::Text, DB>,
+{
+    fn walk_ast<'b>(
+        &'b self,
+        mut out: diesel::query_builder::AstPass<'_, 'b, DB>,
+    ) -> QueryResult<()> {
+        out.push_sql(&self.before);
+        if let Some(bind) = &self.bind {
+            out.push_bind_param::<diesel::sql_types::Text, String>(bind)?;
+        }
+        out.push_sql(&self.after);
+        Ok(())
+    }
 }
 
 /// A compare-and-set with its values converted for binding.
 struct PreparedCas {
     id: String,
-    statuses: Vec<String>,
+    statuses: SqlCondition,
     changes: rows::PostChanges,
     version: Option<i64>,
     due_by_us: i64,
-    fence: OwnerCondition,
+    fence: SqlCondition,
 }
 
 /// Runs a [`PreparedCas`] on `$conn`: the changed row, or `None` when the
@@ -87,9 +139,9 @@ macro_rules! apply_cas {
         let cas = &$cas;
         let statement = diesel::update(posts::table)
             .filter(posts::id.eq(&cas.id))
-            .filter(posts::status.eq_any(&cas.statuses))
+            .filter(cas.statuses.clone())
             .filter(posts::next_attempt_at_us.le(cas.due_by_us))
-            .filter(owner_condition!(cas.fence));
+            .filter(cas.fence.clone());
         match cas.version {
             Some(version) => {
                 statement
@@ -256,12 +308,8 @@ macro_rules! with_write_connection {
 /// `status` is pending, written out as literals: SQLite uses a partial index
 /// only when the query's condition matches the index's own condition, which
 /// a bound parameter never does (PostgreSQL's generic plans likewise).
-fn is_pending() -> diesel::expression::SqlLiteral<diesel::sql_types::Bool> {
-    debug_assert_eq!(
-        PostStatus::PENDING,
-        [PostStatus::Scheduled, PostStatus::RetryScheduled]
-    );
-    diesel::dsl::sql("status IN ('SCHEDULED', 'RETRY_SCHEDULED')")
+fn is_pending() -> SqlCondition {
+    SqlCondition::status_in(&PostStatus::PENDING)
 }
 
 /// The post's business, and its platform, are not paused.
@@ -537,19 +585,19 @@ impl Storage {
 
     /// The claim's fencing condition, and the expression of the epoch it
     /// records.
-    fn claim_fence(&self) -> (OwnerCondition, &'static str) {
+    fn claim_fence(&self) -> (SqlCondition, &'static str) {
         match &self.fencing_owner {
             Some(owner) => (
-                OwnerCondition {
+                SqlCondition {
                     before: "EXISTS (SELECT 1 FROM partition_leases l \
                              WHERE l.partition_no = posts.partition_no AND l.owner = "
-                        .to_owned(),
-                    owner: owner.to_string(),
-                    after: format!(" AND l.expires_at_us > {PG_NOW_US} FOR KEY SHARE)"),
+                        .into(),
+                    bind: Some(owner.to_string()),
+                    after: format!(" AND l.expires_at_us > {PG_NOW_US} FOR KEY SHARE)").into(),
                 },
                 "(SELECT l.epoch FROM partition_leases l WHERE l.partition_no = posts.partition_no)",
             ),
-            None => (OwnerCondition::none(), "0"),
+            None => (SqlCondition::none(), "0"),
         }
     }
 
@@ -558,18 +606,19 @@ impl Storage {
     /// locked `FOR KEY SHARE`: a takeover (which locks it `FOR UPDATE SKIP
     /// LOCKED`) waits for the write, or the write sees the new owner, while
     /// renewals (which take a weaker lock) run alongside without deadlocks.
-    fn finish_fence(&self, fenced: bool) -> OwnerCondition {
+    fn finish_fence(&self, fenced: bool) -> SqlCondition {
         match &self.fencing_owner {
-            Some(owner) if fenced => OwnerCondition {
+            Some(owner) if fenced => SqlCondition {
                 before: "EXISTS (SELECT 1 FROM partition_leases l \
                          WHERE l.partition_no = posts.partition_no AND l.owner = "
-                    .to_owned(),
-                owner: owner.to_string(),
+                    .into(),
+                bind: Some(owner.to_string()),
                 after: format!(
                     " AND l.epoch = posts.claim_epoch AND l.expires_at_us > {PG_NOW_US} FOR KEY SHARE)"
-                ),
+                )
+                .into(),
             },
-            _ => OwnerCondition::none(),
+            _ => SqlCondition::none(),
         }
     }
 
@@ -787,11 +836,7 @@ impl Storage {
     ) -> PreparedCas {
         PreparedCas {
             id: expected.id.to_string(),
-            statuses: expected
-                .statuses
-                .iter()
-                .map(|s| s.as_str().to_owned())
-                .collect(),
+            statuses: SqlCondition::status_in(expected.statuses),
             changes: rows::PostChanges::from_patch(patch, now),
             version: expected.version,
             // Absent conditions become always-true comparisons so that one
@@ -878,7 +923,7 @@ impl Storage {
             diesel::update(posts::table)
                 .filter(posts::id.eq_any(&ids))
                 .filter(is_pending())
-                .filter(owner_condition!(fence))
+                .filter(fence)
                 .filter(posts::next_attempt_at_us.le(due_by_us))
                 .filter(not_paused!())
                 .set((
@@ -915,19 +960,19 @@ impl Storage {
         let now_us = micros(now);
         let message = "previous attempt was interrupted (restart or lost lease)";
         let scope = match &self.fencing_owner {
-            Some(owner) => OwnerCondition {
+            Some(owner) => SqlCondition {
                 before: "posts.claim_epoch < (SELECT l.epoch FROM partition_leases l \
                          WHERE l.partition_no = posts.partition_no AND l.owner = "
-                    .to_owned(),
-                owner: owner.to_string(),
-                after: ")".to_owned(),
+                    .into(),
+                bind: Some(owner.to_string()),
+                after: ")".into(),
             },
-            None => OwnerCondition::none(),
+            None => SqlCondition::none(),
         };
         let rows: Vec<PostRow> = with_write_connection!(self, |conn| {
             let mut recovered: Vec<PostRow> = diesel::update(posts::table)
                 .filter(posts::status.eq(PostStatus::Publishing.as_str()))
-                .filter(owner_condition!(scope))
+                .filter(scope.clone())
                 .filter(posts::attempts.le(1))
                 .set((
                     posts::status.eq(PostStatus::Scheduled.as_str()),
@@ -940,7 +985,7 @@ impl Storage {
                 .await?;
             let retried: Vec<PostRow> = diesel::update(posts::table)
                 .filter(posts::status.eq(PostStatus::Publishing.as_str()))
-                .filter(owner_condition!(scope))
+                .filter(scope.clone())
                 .set((
                     posts::status.eq(PostStatus::RetryScheduled.as_str()),
                     posts::attempts.eq(posts::attempts - 1),
@@ -970,6 +1015,10 @@ where
         .wait_timeout(Some(options.acquire_timeout))
         .create_timeout(Some(options.acquire_timeout))
         .runtime(deadpool::Runtime::Tokio1)
+        // The connection used last is the one handed out next: its prepared
+        // statements and page cache are warm, and a light load opens few
+        // connections (each with a cache of its own).
+        .queue_mode(deadpool::managed::QueueMode::Lifo)
         .build()
         .map_err(|error| StorageError::Unavailable(error.to_string()))
 }

@@ -29,6 +29,41 @@ pub const SECRET: &str = "test-secret";
 pub struct TestDatabase {
     pub url: String,
     _dir: Option<tempfile::TempDir>,
+    /// The admin URL and name of a PostgreSQL database made for the test,
+    /// dropped with it.
+    postgres: Option<(String, String)>,
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        let Some((admin_url, name)) = self.postgres.take() else {
+            return;
+        };
+        // On a thread of its own: this may run inside a test's runtime, which
+        // cannot block on a future. Without it, every run would leave one
+        // database per test on the server.
+        let dropped = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|error| error.to_string())?;
+            runtime.block_on(async {
+                let mut admin = AsyncPgConnection::establish(&admin_url)
+                    .await
+                    .map_err(|error| error.to_string())?;
+                admin
+                    .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                    .await
+                    .map_err(|error| format!("DROP DATABASE {name}: {error}"))
+            })
+        })
+        .join();
+        match dropped {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => eprintln!("warning: test database left behind: {error}"),
+            Err(_) => eprintln!("warning: dropping the test database panicked"),
+        }
+    }
 }
 
 impl TestDatabase {
@@ -52,6 +87,7 @@ impl TestDatabase {
                 TestDatabase {
                     url: format!("{base}/{name}"),
                     _dir: None,
+                    postgres: Some((admin_url.clone(), name)),
                 }
             }
             _ => {
@@ -60,6 +96,7 @@ impl TestDatabase {
                 TestDatabase {
                     url,
                     _dir: Some(dir),
+                    postgres: None,
                 }
             }
         }
