@@ -10,6 +10,9 @@
 //! are skipped, except under `CI=true`, where they use CI's PostgreSQL and
 //! fail if it is unreachable.
 
+#[path = "support/postgres.rs"]
+mod postgres;
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -57,11 +60,17 @@ fn admin_url() -> Option<String> {
     }
 }
 
-/// A fresh database for one test.
+/// A fresh database for one test, dropped with it.
 struct Database {
     admin_url: String,
     name: String,
     url: String,
+}
+
+impl Drop for Database {
+    fn drop(&mut self) {
+        postgres::drop_database(self.admin_url.clone(), self.name.clone());
+    }
 }
 
 impl Database {
@@ -85,6 +94,7 @@ impl Database {
         }
     }
 
+    /// Drops the database while the test still runs.
     async fn drop_now(&self) {
         let mut admin = AsyncPgConnection::establish(&self.admin_url)
             .await

@@ -17,6 +17,9 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 
+#[path = "../support/postgres.rs"]
+mod postgres;
+
 use punctual::app::Application;
 use punctual::clock::{Clock, SystemClock};
 use punctual::config::ServeConfig;
@@ -36,32 +39,8 @@ pub struct TestDatabase {
 
 impl Drop for TestDatabase {
     fn drop(&mut self) {
-        let Some((admin_url, name)) = self.postgres.take() else {
-            return;
-        };
-        // On a thread of its own: this may run inside a test's runtime, which
-        // cannot block on a future. Without it, every run would leave one
-        // database per test on the server.
-        let dropped = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .map_err(|error| error.to_string())?;
-            runtime.block_on(async {
-                let mut admin = AsyncPgConnection::establish(&admin_url)
-                    .await
-                    .map_err(|error| error.to_string())?;
-                admin
-                    .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                    .await
-                    .map_err(|error| format!("DROP DATABASE {name}: {error}"))
-            })
-        })
-        .join();
-        match dropped {
-            Ok(Ok(())) => {}
-            Ok(Err(error)) => eprintln!("warning: test database left behind: {error}"),
-            Err(_) => eprintln!("warning: dropping the test database panicked"),
+        if let Some((admin_url, name)) = self.postgres.take() {
+            postgres::drop_database(admin_url, name);
         }
     }
 }
