@@ -291,7 +291,7 @@ macro_rules! with_write_connection {
     ($storage:expr, |$conn:ident| $body:expr) => {
         match &$storage.pool {
             Pool::Sqlite(pool) => {
-                let _writer = $storage.sqlite_writer.lock().await;
+                let _writer = $storage.writer.lock().await;
                 let mut pooled = pool.get().await?;
                 let $conn: &mut SqliteConnection = &mut pooled;
                 $body
@@ -424,13 +424,11 @@ impl Default for StorageOptions {
 #[derive(Clone)]
 pub struct Storage {
     pool: Pool,
-    /// Serialises this process's SQLite writes (unused on PostgreSQL).
-    sqlite_writer: Arc<tokio::sync::Mutex<()>>,
+    /// Serialises this process's SQLite writes; on PostgreSQL only the
+    /// group commits of inserts take it, one group at a time.
+    writer: Arc<tokio::sync::Mutex<()>>,
     /// Inserts waiting for the next group commit.
     inserts: Arc<std::sync::Mutex<Vec<PendingInsert>>>,
-    /// Held by the one task committing a group of inserts: on SQLite the
-    /// writer lock itself.
-    insert_writer: Arc<tokio::sync::Mutex<()>>,
     /// The replica whose partition leases fence claims and outcome writes;
     /// `None` where one process owns the database (SQLite).
     fencing_owner: Option<Arc<str>>,
@@ -463,10 +461,7 @@ async fn commit_group(pool: &Pool, batch: Vec<PendingInsert>) {
         .map(|pending| (pending.row, pending.done))
         .unzip();
     let ids: Vec<String> = rows.iter().map(|row| row.id().to_owned()).collect();
-    let started = std::time::Instant::now();
-    let outcome = insert_rows(pool, rows, OnDuplicateRequest::Skip).await;
-    tracing::debug!(posts = ids.len(), elapsed = ?started.elapsed(), "group insert");
-    match outcome {
+    match insert_rows(pool, rows, OnDuplicateRequest::Skip).await {
         Ok(inserted) => {
             let inserted: std::collections::HashSet<String> = inserted.into_iter().collect();
             for (done, id) in senders.into_iter().zip(ids) {
@@ -548,16 +543,10 @@ impl Storage {
                 Pool::Postgres(postgres_pool(&url, options)?)
             }
         };
-        let sqlite_writer: Arc<tokio::sync::Mutex<()>> = Arc::default();
-        let insert_writer = match pool {
-            Pool::Sqlite(_) => Arc::clone(&sqlite_writer),
-            Pool::Postgres(_) => Arc::default(),
-        };
         let storage = Self {
             pool,
-            sqlite_writer,
+            writer: Arc::default(),
             inserts: Arc::default(),
-            insert_writer,
             fencing_owner: None,
             postgres_url,
         };
@@ -667,7 +656,7 @@ impl Storage {
         let row = PostRow::from_post(post);
         let (done, mut result) = tokio::sync::oneshot::channel();
         lock_queue(&self.inserts).push(PendingInsert { row, done });
-        let writer = Arc::clone(&self.insert_writer).lock_owned().await;
+        let writer = Arc::clone(&self.writer).lock_owned().await;
         // A writer that took this insert has answered it before letting the
         // lock go. Callers answered so are let through at once: were they to
         // commit what arrived meanwhile, each would commit a group of one.
@@ -675,20 +664,17 @@ impl Storage {
             drop(writer);
             return answer;
         }
+        // Unanswered, so this insert is still queued: the group holds it.
         let batch = std::mem::take(&mut *lock_queue(&self.inserts));
-        if batch.is_empty() {
+        // Spawned, so that the group is committed and answered even if this
+        // caller goes away meanwhile.
+        let pool = self.pool.clone();
+        let group = tokio::spawn(async move {
+            commit_group(&pool, batch).await;
             drop(writer);
-        } else {
-            // Spawned, so that the group is committed and answered even if
-            // this caller goes away meanwhile.
-            let pool = self.pool.clone();
-            let group = tokio::spawn(async move {
-                commit_group(&pool, batch).await;
-                drop(writer);
-            });
-            if let Err(error) = group.await {
-                tracing::error!(%error, "group insert task failed");
-            }
+        });
+        if let Err(error) = group.await {
+            tracing::error!(%error, "group insert task failed");
         }
         result.await.unwrap_or_else(|_| {
             Err(StorageError::Unavailable(
@@ -701,7 +687,7 @@ impl Storage {
     pub async fn insert_all(&self, new_posts: &[Post]) -> Result<(), StorageError> {
         let rows: Vec<PostRow> = new_posts.iter().map(PostRow::from_post).collect();
         let _writer = match self.pool {
-            Pool::Sqlite(_) => Some(self.sqlite_writer.lock().await),
+            Pool::Sqlite(_) => Some(self.writer.lock().await),
             Pool::Postgres(_) => None,
         };
         insert_rows(&self.pool, rows, OnDuplicateRequest::Fail).await?;

@@ -166,34 +166,66 @@ impl PostChanges {
     }
 }
 
-/// Posts as one array per column. PostgreSQL takes any number of them in
-/// one `INSERT … SELECT FROM unnest(…)` of 21 bound arrays: one short
-/// statement, parsed and planned alike for 1 post or 10,000, where a
-/// multi-row `VALUES` list is a new statement (and plan) for every row count
-/// and costs the server a parse of every value.
-#[derive(Default)]
-pub(super) struct PostColumns {
-    id: Vec<String>,
-    business_id: Vec<String>,
-    content_id: Vec<String>,
-    platform: Vec<String>,
-    payload: Vec<String>,
-    scheduled_for_us: Vec<i64>,
-    time_zone: Vec<String>,
-    status: Vec<String>,
-    attempts: Vec<i32>,
-    last_error: Vec<Option<String>>,
-    next_attempt_at_us: Vec<i64>,
-    published_at_us: Vec<Option<i64>>,
-    external_id: Vec<Option<String>>,
-    version: Vec<i64>,
-    request_id: Vec<Option<String>>,
-    create_time_us: Vec<i64>,
-    update_time_us: Vec<i64>,
-    attempt_log: Vec<String>,
-    partition_no: Vec<i32>,
-    claim_epoch: Vec<i64>,
-    trace_parent: Vec<Option<String>>,
+/// Declares [`PostColumns`] from one list of the inserted columns, so that
+/// the struct, the statement's column list and its bound arrays cannot fall
+/// out of order.
+macro_rules! post_columns {
+    ($($column:ident: $rust:ty => $sql:ty),+ $(,)?) => {
+        /// Posts as one array per column. PostgreSQL takes any number of them
+        /// in one `INSERT … SELECT FROM unnest(…)` of one bound array per
+        /// column: one short statement, parsed and planned alike for 1 post
+        /// or 10,000, where a multi-row `VALUES` list is a new statement (and
+        /// plan) for every row count and costs the server a parse of every
+        /// value.
+        #[derive(Default)]
+        pub(super) struct PostColumns {
+            $($column: Vec<$rust>,)+
+        }
+
+        impl PostColumns {
+            const NAMES: &'static [&'static str] = &[$(stringify!($column)),+];
+
+            pub(super) fn from_rows(rows: Vec<PostRow>) -> Self {
+                let mut columns = Self::default();
+                for row in rows {
+                    $(columns.$column.push(row.$column);)+
+                }
+                columns
+            }
+
+            fn bind_all(self, query: BoxedInsert) -> BoxedInsert {
+                use diesel::sql_types::{Array, BigInt, Integer, Nullable, Text};
+                query$(.bind::<Array<$sql>, _>(self.$column))+
+            }
+        }
+    };
+}
+
+type BoxedInsert =
+    diesel::query_builder::BoxedSqlQuery<'static, diesel::pg::Pg, diesel::query_builder::SqlQuery>;
+
+post_columns! {
+    id: String => Text,
+    business_id: String => Text,
+    content_id: String => Text,
+    platform: String => Text,
+    payload: String => Text,
+    scheduled_for_us: i64 => BigInt,
+    time_zone: String => Text,
+    status: String => Text,
+    attempts: i32 => Integer,
+    last_error: Option<String> => Nullable<Text>,
+    next_attempt_at_us: i64 => BigInt,
+    published_at_us: Option<i64> => Nullable<BigInt>,
+    external_id: Option<String> => Nullable<Text>,
+    version: i64 => BigInt,
+    request_id: Option<String> => Nullable<Text>,
+    create_time_us: i64 => BigInt,
+    update_time_us: i64 => BigInt,
+    attempt_log: String => Text,
+    partition_no: i32 => Integer,
+    claim_epoch: i64 => BigInt,
+    trace_parent: Option<String> => Nullable<Text>,
 }
 
 /// What a post already holding its business's request id does to an insert.
@@ -213,78 +245,20 @@ pub(super) struct InsertedId {
 }
 
 impl PostColumns {
-    pub(super) fn from_rows(rows: Vec<PostRow>) -> Self {
-        let mut columns = Self::default();
-        for row in rows {
-            columns.id.push(row.id);
-            columns.business_id.push(row.business_id);
-            columns.content_id.push(row.content_id);
-            columns.platform.push(row.platform);
-            columns.payload.push(row.payload);
-            columns.scheduled_for_us.push(row.scheduled_for_us);
-            columns.time_zone.push(row.time_zone);
-            columns.status.push(row.status);
-            columns.attempts.push(row.attempts);
-            columns.last_error.push(row.last_error);
-            columns.next_attempt_at_us.push(row.next_attempt_at_us);
-            columns.published_at_us.push(row.published_at_us);
-            columns.external_id.push(row.external_id);
-            columns.version.push(row.version);
-            columns.request_id.push(row.request_id);
-            columns.create_time_us.push(row.create_time_us);
-            columns.update_time_us.push(row.update_time_us);
-            columns.attempt_log.push(row.attempt_log);
-            columns.partition_no.push(row.partition_no);
-            columns.claim_epoch.push(row.claim_epoch);
-            columns.trace_parent.push(row.trace_parent);
-        }
-        columns
-    }
-
     /// The statement inserting every post; it returns the inserted ids.
-    pub(super) fn insert_statement(
-        self,
-        on_duplicate: OnDuplicateRequest,
-    ) -> diesel::query_builder::BoxedSqlQuery<
-        'static,
-        diesel::pg::Pg,
-        diesel::query_builder::SqlQuery,
-    > {
-        use diesel::sql_types::{Array, BigInt, Integer, Nullable, Text};
+    pub(super) fn insert_statement(self, on_duplicate: OnDuplicateRequest) -> BoxedInsert {
         let conflict = match on_duplicate {
             OnDuplicateRequest::Fail => "",
             OnDuplicateRequest::Skip => " ON CONFLICT (business_id, request_id) DO NOTHING",
         };
+        let arrays: Vec<String> = (1..=Self::NAMES.len())
+            .map(|index| format!("${index}"))
+            .collect();
         let sql = format!(
-            "INSERT INTO posts (id, business_id, content_id, platform, payload, \
-             scheduled_for_us, time_zone, status, attempts, last_error, next_attempt_at_us, \
-             published_at_us, external_id, version, request_id, create_time_us, \
-             update_time_us, attempt_log, partition_no, claim_epoch, trace_parent) \
-             SELECT * FROM unnest($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, \
-             $14, $15, $16, $17, $18, $19, $20, $21){conflict} RETURNING id"
+            "INSERT INTO posts ({}) SELECT * FROM unnest({}){conflict} RETURNING id",
+            Self::NAMES.join(", "),
+            arrays.join(", ")
         );
-        diesel::sql_query(sql)
-            .into_boxed()
-            .bind::<Array<Text>, _>(self.id)
-            .bind::<Array<Text>, _>(self.business_id)
-            .bind::<Array<Text>, _>(self.content_id)
-            .bind::<Array<Text>, _>(self.platform)
-            .bind::<Array<Text>, _>(self.payload)
-            .bind::<Array<BigInt>, _>(self.scheduled_for_us)
-            .bind::<Array<Text>, _>(self.time_zone)
-            .bind::<Array<Text>, _>(self.status)
-            .bind::<Array<Integer>, _>(self.attempts)
-            .bind::<Array<Nullable<Text>>, _>(self.last_error)
-            .bind::<Array<BigInt>, _>(self.next_attempt_at_us)
-            .bind::<Array<Nullable<BigInt>>, _>(self.published_at_us)
-            .bind::<Array<Nullable<Text>>, _>(self.external_id)
-            .bind::<Array<BigInt>, _>(self.version)
-            .bind::<Array<Nullable<Text>>, _>(self.request_id)
-            .bind::<Array<BigInt>, _>(self.create_time_us)
-            .bind::<Array<BigInt>, _>(self.update_time_us)
-            .bind::<Array<Text>, _>(self.attempt_log)
-            .bind::<Array<Integer>, _>(self.partition_no)
-            .bind::<Array<BigInt>, _>(self.claim_epoch)
-            .bind::<Array<Nullable<Text>>, _>(self.trace_parent)
+        self.bind_all(diesel::sql_query(sql).into_boxed())
     }
 }
