@@ -15,7 +15,7 @@ use super::ownership::InFlight;
 use crate::domain::{AttemptOutcome, AttemptRecord, Post, PostId, PostStatus};
 use crate::events::EventKind;
 use crate::publisher::{PublishOutcome, PublishRequest};
-use crate::storage::{Claim, DueEntry, Expectation, PostPatch, StorageError};
+use crate::storage::{Claim, DueEntry, Expectation, FinishedAttempt, PostPatch, StorageError};
 use crate::telemetry::{self, AttemptLabel};
 
 /// How long the write that records an outcome is retried while the
@@ -37,11 +37,9 @@ const CLAIM_BATCH: usize = 256;
 /// Most outcomes written in one transaction.
 const OUTCOME_BATCH: usize = 256;
 
-/// An outcome to record with a compare-and-set, and where its result goes.
+/// An outcome to record, and where its result goes.
 pub(super) struct OutcomeWrite {
-    id: PostId,
-    version: i64,
-    patch: PostPatch,
+    attempt: FinishedAttempt,
     done: oneshot::Sender<Result<Option<Post>, StorageError>>,
 }
 
@@ -86,43 +84,28 @@ pub(super) async fn record_outcomes(
 
 async fn write_outcomes(context: &FireContext, batch: Vec<OutcomeWrite>) {
     let now = context.clock.now();
-    let changes: Vec<(Expectation<'static>, PostPatch)> = batch
-        .iter()
-        .map(|write| {
-            (
-                outcome_expectation(write.id, write.version),
-                write.patch.clone(),
-            )
-        })
-        .collect();
-    match context.storage.compare_and_set_many(&changes, now).await {
+    let (attempts, senders): (Vec<FinishedAttempt>, Vec<_>) = batch
+        .into_iter()
+        .map(|write| (write.attempt, write.done))
+        .unzip();
+    match context.storage.finish_attempts(&attempts, now).await {
         Ok(results) => {
-            for (write, result) in batch.into_iter().zip(results) {
-                let _ = write.done.send(Ok(result));
+            for (done, result) in senders.into_iter().zip(results) {
+                let _ = done.send(Ok(result));
             }
         }
         Err(error) => {
             // One bad row must not fail the others: each is tried on its own.
-            tracing::warn!(%error, outcomes = batch.len(), "writing a batch of outcomes failed; writing them one by one");
-            for write in batch {
-                let expected = outcome_expectation(write.id, write.version);
+            tracing::warn!(%error, outcomes = attempts.len(), "writing a batch of outcomes failed; writing them one by one");
+            for (done, attempt) in senders.into_iter().zip(&attempts) {
+                let (expected, patch) = attempt.as_compare_and_set();
                 let result = context
                     .storage
-                    .compare_and_set(&expected, &write.patch, now)
+                    .compare_and_set(&expected, &patch, now)
                     .await;
-                let _ = write.done.send(result);
+                let _ = done.send(result);
             }
         }
-    }
-}
-
-fn outcome_expectation(id: PostId, version: i64) -> Expectation<'static> {
-    Expectation {
-        id,
-        fenced: true,
-        version: Some(version),
-        statuses: &[PostStatus::Publishing],
-        due_by: None,
     }
 }
 
@@ -500,55 +483,47 @@ async fn record_outcome(
         }
         | PublishOutcome::Permanent { error, http_status } => (*http_status, Some(error.clone())),
     };
-    let (kind, attempt_outcome, mut patch) = match outcome {
-        PublishOutcome::Published { external_id, .. } => (
-            EventKind::Published,
-            AttemptOutcome::Published,
-            PostPatch {
-                status: Some(PostStatus::Published),
-                published_at: Some(Some(now)),
-                external_id: Some(external_id),
-                last_error: Some(None),
-                ..PostPatch::default()
-            },
-        ),
+    // Fields the outcome does not change keep the claimed post's values,
+    // which the claimed version guarantees are still the stored ones.
+    let mut finished = FinishedAttempt {
+        id: claimed.id,
+        claimed_version: claimed.version,
+        status: PostStatus::Published,
+        next_attempt_at: claimed.next_attempt_at,
+        published_at: claimed.published_at,
+        external_id: claimed.external_id.clone(),
+        last_error: None,
+        attempt_history: Vec::new(),
+    };
+    let (kind, attempt_outcome) = match outcome {
+        PublishOutcome::Published { external_id, .. } => {
+            finished.published_at = Some(now);
+            finished.external_id = external_id;
+            (EventKind::Published, AttemptOutcome::Published)
+        }
         PublishOutcome::Retryable {
             error, retry_after, ..
         } if retry.has_attempts_left(claimed.attempts) => {
             let delay = retry.backoff(claimed.attempts, retry_after);
             let next = now + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::zero());
-            (
-                EventKind::RetryScheduled,
-                AttemptOutcome::Retry,
-                PostPatch {
-                    status: Some(PostStatus::RetryScheduled),
-                    next_attempt_at: Some(crate::domain::truncate_to_micros(next)),
-                    last_error: Some(Some(error)),
-                    ..PostPatch::default()
-                },
-            )
+            finished.status = PostStatus::RetryScheduled;
+            finished.next_attempt_at = crate::domain::truncate_to_micros(next);
+            finished.last_error = Some(error);
+            (EventKind::RetryScheduled, AttemptOutcome::Retry)
         }
-        PublishOutcome::Retryable { error, .. } => (
-            EventKind::DeadLettered,
-            AttemptOutcome::GaveUp,
-            PostPatch {
-                status: Some(PostStatus::DeadLettered),
-                last_error: Some(Some(format!(
-                    "gave up after {} attempts: {error}",
-                    claimed.attempts
-                ))),
-                ..PostPatch::default()
-            },
-        ),
-        PublishOutcome::Permanent { error, .. } => (
-            EventKind::DeadLettered,
-            AttemptOutcome::Rejected,
-            PostPatch {
-                status: Some(PostStatus::DeadLettered),
-                last_error: Some(Some(format!("rejected by the publisher: {error}"))),
-                ..PostPatch::default()
-            },
-        ),
+        PublishOutcome::Retryable { error, .. } => {
+            finished.status = PostStatus::DeadLettered;
+            finished.last_error = Some(format!(
+                "gave up after {} attempts: {error}",
+                claimed.attempts
+            ));
+            (EventKind::DeadLettered, AttemptOutcome::GaveUp)
+        }
+        PublishOutcome::Permanent { error, .. } => {
+            finished.status = PostStatus::DeadLettered;
+            finished.last_error = Some(format!("rejected by the publisher: {error}"));
+            (EventKind::DeadLettered, AttemptOutcome::Rejected)
+        }
     };
     context
         .metrics
@@ -562,19 +537,11 @@ async fn record_outcome(
         outcome: attempt_outcome,
         error,
     });
-    patch.attempt_history = Some(history);
-    let expected = Expectation {
-        id: claimed.id,
-        fenced: true,
-        version: Some(claimed.version),
-        statuses: &[PostStatus::Publishing],
-        due_by: None,
-    };
+    finished.attempt_history = history;
+    let (expected, patch) = finished.as_compare_and_set();
     let (done, written) = oneshot::channel();
     let queued = context.outcomes.send(OutcomeWrite {
-        id: claimed.id,
-        version: claimed.version,
-        patch: patch.clone(),
+        attempt: finished,
         done,
     });
     let mut result = match queued {

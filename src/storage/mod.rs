@@ -122,6 +122,40 @@ where
     }
 }
 
+/// A statement to prepare once per connection and reuse, keyed by its SQL
+/// text. diesel prepares every UPDATE anew on each call (it marks them all
+/// uncacheable, because optional changesets vary the text under one type),
+/// and likewise anything holding a `sql()` literal or `sql_query`: on the
+/// fire path that was a parse and plan per post. Wrap only statements whose
+/// text this module writes and whose number of shapes is small: every
+/// distinct text stays in the connection's cache.
+#[derive(Debug, Clone)]
+struct ReusedStatement<Q>(Q);
+
+impl<Q: diesel::query_builder::Query> diesel::query_builder::Query for ReusedStatement<Q> {
+    type SqlType = Q::SqlType;
+}
+
+impl<Q> diesel::query_builder::QueryId for ReusedStatement<Q> {
+    type QueryId = ();
+    // Keyed by its SQL text, never by its type.
+    const HAS_STATIC_QUERY_ID: bool = false;
+}
+
+impl<Q, DB> diesel::query_builder::QueryFragment<DB> for ReusedStatement<Q>
+where
+    Q: diesel::query_builder::QueryFragment<DB>,
+    DB: diesel::backend::Backend,
+{
+    fn walk_ast<'b>(&'b self, out: diesel::query_builder::AstPass<'_, 'b, DB>) -> QueryResult<()> {
+        self.0.walk_ast(out)
+    }
+
+    fn is_safe_to_cache_prepared(&self, _backend: &DB) -> QueryResult<bool> {
+        Ok(true)
+    }
+}
+
 /// A compare-and-set with its values converted for binding.
 struct PreparedCas {
     id: String,
@@ -144,19 +178,23 @@ macro_rules! apply_cas {
             .filter(cas.fence.clone());
         match cas.version {
             Some(version) => {
-                statement
-                    .filter(posts::version.eq(version))
-                    .set((&cas.changes, posts::version.eq(posts::version + 1)))
-                    .returning(PostRow::as_returning())
-                    .get_result($conn)
-                    .await
+                ReusedStatement(
+                    statement
+                        .filter(posts::version.eq(version))
+                        .set((&cas.changes, posts::version.eq(posts::version + 1)))
+                        .returning(PostRow::as_returning()),
+                )
+                .get_result($conn)
+                .await
             }
             None => {
-                statement
-                    .set((&cas.changes, posts::version.eq(posts::version + 1)))
-                    .returning(PostRow::as_returning())
-                    .get_result($conn)
-                    .await
+                ReusedStatement(
+                    statement
+                        .set((&cas.changes, posts::version.eq(posts::version + 1)))
+                        .returning(PostRow::as_returning()),
+                )
+                .get_result($conn)
+                .await
             }
         }
         .optional()
@@ -383,6 +421,44 @@ pub struct PostPatch {
     pub attempt_history: Option<Vec<crate::domain::AttemptRecord>>,
 }
 
+/// The end of a publish attempt, as recorded: every field an outcome
+/// writes. It applies only while the post is still `PUBLISHING` at the
+/// version it was claimed with, under the lease it was claimed under.
+#[derive(Debug, Clone)]
+pub struct FinishedAttempt {
+    pub id: PostId,
+    pub claimed_version: i64,
+    pub status: PostStatus,
+    pub next_attempt_at: DateTime<Utc>,
+    pub published_at: Option<DateTime<Utc>>,
+    pub external_id: Option<String>,
+    pub last_error: Option<String>,
+    pub attempt_history: Vec<crate::domain::AttemptRecord>,
+}
+
+impl FinishedAttempt {
+    /// The same write as a single compare-and-set.
+    pub fn as_compare_and_set(&self) -> (Expectation<'static>, PostPatch) {
+        let expected = Expectation {
+            id: self.id,
+            fenced: true,
+            version: Some(self.claimed_version),
+            statuses: &[PostStatus::Publishing],
+            due_by: None,
+        };
+        let patch = PostPatch {
+            status: Some(self.status),
+            next_attempt_at: Some(self.next_attempt_at),
+            published_at: Some(self.published_at),
+            external_id: Some(self.external_id.clone()),
+            last_error: Some(self.last_error.clone()),
+            attempt_history: Some(self.attempt_history.clone()),
+            ..PostPatch::default()
+        };
+        (expected, patch)
+    }
+}
+
 /// A claimed post and the lease epoch it was claimed under.
 #[derive(Debug, Clone)]
 pub struct Claim {
@@ -523,10 +599,10 @@ async fn insert_rows(
         }
         Pool::Postgres(pool) => {
             let mut conn = pool.get().await?;
-            let inserted: Vec<InsertedId> = PostColumns::from_rows(rows)
-                .insert_statement(on_duplicate)
-                .load(&mut conn)
-                .await?;
+            let inserted: Vec<InsertedId> =
+                ReusedStatement(PostColumns::from_rows(rows).insert_statement(on_duplicate))
+                    .load(&mut conn)
+                    .await?;
             Ok(inserted.into_iter().map(|row| row.id).collect())
         }
     }
@@ -608,6 +684,30 @@ impl Storage {
                 .into(),
             },
             _ => SqlCondition::none(),
+        }
+    }
+
+    /// `posts.id` is one of `ids`, as one bound text whatever their number,
+    /// so that the statement holding it has one text and is prepared once
+    /// (a list of placeholders would be a new statement for every length).
+    fn id_in(&self, ids: &[PostId]) -> SqlCondition {
+        match self.pool {
+            Pool::Sqlite(_) => {
+                let quoted: Vec<String> = ids.iter().map(|id| format!("\"{id}\"")).collect();
+                SqlCondition {
+                    before: "posts.id IN (SELECT value FROM json_each(".into(),
+                    bind: Some(format!("[{}]", quoted.join(","))),
+                    after: "))".into(),
+                }
+            }
+            Pool::Postgres(_) => {
+                let listed: Vec<String> = ids.iter().map(PostId::to_string).collect();
+                SqlCondition {
+                    before: "posts.id = ANY(string_to_array(".into(),
+                    bind: Some(listed.join(",")),
+                    after: ", ','))".into(),
+                }
+            }
         }
     }
 
@@ -787,28 +887,58 @@ impl Storage {
         row.map(PostRow::into_post).transpose()
     }
 
-    /// Several compare-and-sets in one transaction, so one commit serves
-    /// them all (a burst of outcomes). Each applies or not on its own, as
-    /// [`Storage::compare_and_set`]; an error fails them all.
-    pub async fn compare_and_set_many(
+    /// Records the outcomes of several attempts in one transaction, so one
+    /// commit serves them all (a burst). Each applies or not on its own, as
+    /// the compare-and-set of [`FinishedAttempt::as_compare_and_set`]; the
+    /// result for each is its updated post, or `None` where it did not
+    /// apply. An error fails them all.
+    ///
+    /// PostgreSQL takes the whole batch as one statement: per post, one
+    /// round trip and one statement's overhead were most of the database's
+    /// work in a burst.
+    pub async fn finish_attempts(
         &self,
-        changes: &[(Expectation<'_>, PostPatch)],
+        attempts: &[FinishedAttempt],
         now: DateTime<Utc>,
     ) -> Result<Vec<Option<Post>>, StorageError> {
-        let prepared: Vec<PreparedCas> = changes
-            .iter()
-            .map(|(expected, patch)| self.prepare_cas(expected, patch, now))
-            .collect();
-        let rows: Vec<Option<PostRow>> = with_write_connection!(self, |conn| {
-            conn.transaction(async |conn| {
-                let mut rows = Vec::with_capacity(prepared.len());
-                for cas in &prepared {
-                    rows.push(apply_cas!(conn, cas)?);
-                }
-                Ok::<_, DieselError>(rows)
-            })
-            .await?
-        });
+        if attempts.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows: Vec<Option<PostRow>> = match &self.pool {
+            Pool::Sqlite(_) => {
+                let prepared: Vec<PreparedCas> = attempts
+                    .iter()
+                    .map(|attempt| {
+                        let (expected, patch) = attempt.as_compare_and_set();
+                        self.prepare_cas(&expected, &patch, now)
+                    })
+                    .collect();
+                with_write_connection!(self, |conn| {
+                    conn.transaction(async |conn| {
+                        let mut rows = Vec::with_capacity(prepared.len());
+                        for cas in &prepared {
+                            rows.push(apply_cas!(conn, cas)?);
+                        }
+                        Ok::<_, DieselError>(rows)
+                    })
+                    .await?
+                })
+            }
+            Pool::Postgres(pool) => {
+                let statement = rows::FinishedColumns::from_attempts(attempts)
+                    .update_statement(micros(now), self.finish_fence(true));
+                let mut conn = pool.get().await?;
+                let updated: Vec<PostRow> = ReusedStatement(statement).load(&mut conn).await?;
+                let mut by_id: std::collections::HashMap<String, PostRow> = updated
+                    .into_iter()
+                    .map(|row| (row.id().to_owned(), row))
+                    .collect();
+                attempts
+                    .iter()
+                    .map(|attempt| by_id.remove(&attempt.id.to_string()))
+                    .collect()
+            }
+        };
         rows.into_iter()
             .map(|row| row.map(PostRow::into_post).transpose())
             .collect()
@@ -901,27 +1031,29 @@ impl Storage {
         due_by: DateTime<Utc>,
         now: DateTime<Utc>,
     ) -> Result<Vec<Claim>, StorageError> {
-        let ids: Vec<String> = ids.iter().map(PostId::to_string).collect();
         let due_by_us = micros(due_by);
         let now_us = micros(now);
         let (fence, epoch) = self.claim_fence();
+        let listed = self.id_in(ids);
         let rows: Vec<PostRow> = with_write_connection!(self, |conn| {
-            diesel::update(posts::table)
-                .filter(posts::id.eq_any(&ids))
-                .filter(is_pending())
-                .filter(fence)
-                .filter(posts::next_attempt_at_us.le(due_by_us))
-                .filter(not_paused!())
-                .set((
-                    posts::status.eq(PostStatus::Publishing.as_str()),
-                    posts::attempts.eq(posts::attempts + 1),
-                    posts::version.eq(posts::version + 1),
-                    posts::update_time_us.eq(now_us),
-                    posts::claim_epoch.eq(diesel::dsl::sql::<diesel::sql_types::BigInt>(epoch)),
-                ))
-                .returning(PostRow::as_returning())
-                .get_results(conn)
-                .await?
+            ReusedStatement(
+                diesel::update(posts::table)
+                    .filter(listed)
+                    .filter(is_pending())
+                    .filter(fence)
+                    .filter(posts::next_attempt_at_us.le(due_by_us))
+                    .filter(not_paused!())
+                    .set((
+                        posts::status.eq(PostStatus::Publishing.as_str()),
+                        posts::attempts.eq(posts::attempts + 1),
+                        posts::version.eq(posts::version + 1),
+                        posts::update_time_us.eq(now_us),
+                        posts::claim_epoch.eq(diesel::dsl::sql::<diesel::sql_types::BigInt>(epoch)),
+                    ))
+                    .returning(PostRow::as_returning()),
+            )
+            .get_results(conn)
+            .await?
         });
         rows.into_iter()
             .map(|row| {

@@ -26,7 +26,7 @@ pub(super) fn from_micros(id: &str, value: i64) -> Result<DateTime<Utc>, Storage
 
 // `None` is inserted as NULL rather than DEFAULT, which lets SQLite take
 // many rows in one INSERT.
-#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[derive(Debug, Clone, Queryable, QueryableByName, Selectable, Insertable)]
 #[diesel(table_name = posts, treat_none_as_default_value = false)]
 pub(super) struct PostRow {
     id: String,
@@ -193,7 +193,7 @@ macro_rules! post_columns {
                 columns
             }
 
-            fn bind_all(self, query: BoxedInsert) -> BoxedInsert {
+            fn bind_all(self, query: BoxedPgQuery) -> BoxedPgQuery {
                 use diesel::sql_types::{Array, BigInt, Integer, Nullable, Text};
                 query$(.bind::<Array<$sql>, _>(self.$column))+
             }
@@ -201,7 +201,7 @@ macro_rules! post_columns {
     };
 }
 
-type BoxedInsert =
+type BoxedPgQuery =
     diesel::query_builder::BoxedSqlQuery<'static, diesel::pg::Pg, diesel::query_builder::SqlQuery>;
 
 post_columns! {
@@ -246,7 +246,7 @@ pub(super) struct InsertedId {
 
 impl PostColumns {
     /// The statement inserting every post; it returns the inserted ids.
-    pub(super) fn insert_statement(self, on_duplicate: OnDuplicateRequest) -> BoxedInsert {
+    pub(super) fn insert_statement(self, on_duplicate: OnDuplicateRequest) -> BoxedPgQuery {
         let conflict = match on_duplicate {
             OnDuplicateRequest::Fail => "",
             OnDuplicateRequest::Skip => " ON CONFLICT (business_id, request_id) DO NOTHING",
@@ -260,5 +260,94 @@ impl PostColumns {
             arrays.join(", ")
         );
         self.bind_all(diesel::sql_query(sql).into_boxed())
+    }
+}
+
+/// Finished attempts as one array per column an outcome writes, for one
+/// `UPDATE … FROM unnest(…)` that records a whole batch.
+pub(super) struct FinishedColumns {
+    id: Vec<String>,
+    version: Vec<i64>,
+    status: Vec<String>,
+    last_error: Vec<Option<String>>,
+    next_attempt_at_us: Vec<i64>,
+    published_at_us: Vec<Option<i64>>,
+    external_id: Vec<Option<String>>,
+    attempt_log: Vec<String>,
+}
+
+impl FinishedColumns {
+    pub(super) fn from_attempts(attempts: &[super::FinishedAttempt]) -> Self {
+        let mut columns = Self {
+            id: Vec::with_capacity(attempts.len()),
+            version: Vec::with_capacity(attempts.len()),
+            status: Vec::with_capacity(attempts.len()),
+            last_error: Vec::with_capacity(attempts.len()),
+            next_attempt_at_us: Vec::with_capacity(attempts.len()),
+            published_at_us: Vec::with_capacity(attempts.len()),
+            external_id: Vec::with_capacity(attempts.len()),
+            attempt_log: Vec::with_capacity(attempts.len()),
+        };
+        for attempt in attempts {
+            columns.id.push(attempt.id.to_string());
+            columns.version.push(attempt.claimed_version);
+            columns.status.push(attempt.status.as_str().to_owned());
+            columns.last_error.push(attempt.last_error.clone());
+            columns
+                .next_attempt_at_us
+                .push(micros(attempt.next_attempt_at));
+            columns
+                .published_at_us
+                .push(attempt.published_at.map(micros));
+            columns.external_id.push(attempt.external_id.clone());
+            columns
+                .attempt_log
+                .push(attempt_log_json(&attempt.attempt_history));
+        }
+        columns
+    }
+
+    /// The statement recording every attempt that still holds its claim
+    /// (`PUBLISHING` at the claimed version, and `fence`); it returns the
+    /// updated posts. One text for any batch size, so PostgreSQL plans it
+    /// alike every time.
+    pub(super) fn update_statement(self, now_us: i64, fence: super::SqlCondition) -> BoxedPgQuery {
+        use diesel::sql_types::{Array, BigInt, Nullable, Text};
+        let fence_bind = if fence.bind.is_some() { "$11" } else { "" };
+        // The status is bound rather than written out: the planner would
+        // otherwise match it to the partial index of publishing posts and,
+        // trusting statistics from before a burst (no post publishing),
+        // scan every publishing post for each batch instead of looking up
+        // each id.
+        let sql = format!(
+            "UPDATE posts SET status = v.status, last_error = v.last_error, \
+             next_attempt_at_us = v.next_attempt_at_us, published_at_us = v.published_at_us, \
+             external_id = v.external_id, attempt_log = v.attempt_log, \
+             update_time_us = $9, version = posts.version + 1 \
+             FROM unnest($1, $2, $3, $4, $5, $6, $7, $8) \
+             AS v(id, version, status, last_error, next_attempt_at_us, published_at_us, \
+             external_id, attempt_log) \
+             WHERE posts.id = v.id AND posts.version = v.version \
+             AND posts.status = $10 AND {before}{fence_bind}{after} \
+             RETURNING posts.*",
+            before = fence.before,
+            after = fence.after,
+        );
+        let query = diesel::sql_query(sql)
+            .into_boxed()
+            .bind::<Array<Text>, _>(self.id)
+            .bind::<Array<BigInt>, _>(self.version)
+            .bind::<Array<Text>, _>(self.status)
+            .bind::<Array<Nullable<Text>>, _>(self.last_error)
+            .bind::<Array<BigInt>, _>(self.next_attempt_at_us)
+            .bind::<Array<Nullable<BigInt>>, _>(self.published_at_us)
+            .bind::<Array<Nullable<Text>>, _>(self.external_id)
+            .bind::<Array<Text>, _>(self.attempt_log)
+            .bind::<BigInt, _>(now_us)
+            .bind::<Text, _>(PostStatus::Publishing.as_str());
+        match fence.bind {
+            Some(owner) => query.bind::<Text, _>(owner),
+            None => query,
+        }
     }
 }

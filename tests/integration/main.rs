@@ -1121,3 +1121,84 @@ async fn timers_are_read_in_pages_that_miss_and_repeat_nothing() {
     );
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_of_outcomes_records_each_attempt_that_still_holds_its_claim() {
+    use punctual::domain::PostId;
+    use punctual::storage::{FinishedAttempt, Storage, StorageOptions};
+    let app = spawn_app().await;
+    let due = Utc::now() + chrono::Duration::hours(1);
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        let created = app.create(post_at("outcome-batch", due)).await;
+        ids.push(PostId::parse("id", &created.id).unwrap());
+    }
+    let storage = Storage::connect(&app.database.url, &StorageOptions::default())
+        .await
+        .unwrap();
+    let now = Utc::now();
+    let mut claims = storage
+        .claim_many(&ids, due + chrono::Duration::seconds(1), now)
+        .await
+        .unwrap();
+    assert_eq!(claims.len(), 3);
+    claims.sort_by_key(|claim| ids.iter().position(|id| *id == claim.post.id));
+    let finished = |post: &punctual::domain::Post| FinishedAttempt {
+        id: post.id,
+        claimed_version: post.version,
+        status: punctual::domain::PostStatus::Published,
+        next_attempt_at: post.next_attempt_at,
+        published_at: Some(now),
+        external_id: Some(format!("ext-{}", post.id)),
+        last_error: None,
+        attempt_history: Vec::new(),
+    };
+    let published = finished(&claims[0].post);
+    // Computed from an older version: someone changed the post meanwhile.
+    let stale = FinishedAttempt {
+        claimed_version: claims[1].post.version - 1,
+        ..finished(&claims[1].post)
+    };
+    let retry_at = punctual::domain::truncate_to_micros(due + chrono::Duration::minutes(5));
+    let retried = FinishedAttempt {
+        status: punctual::domain::PostStatus::RetryScheduled,
+        next_attempt_at: retry_at,
+        published_at: None,
+        external_id: None,
+        last_error: Some("HTTP 503".into()),
+        ..finished(&claims[2].post)
+    };
+    let results = storage
+        .finish_attempts(&[published, stale, retried], now)
+        .await
+        .unwrap();
+    let statuses: Vec<_> = results
+        .iter()
+        .map(|result| result.as_ref().map(|post| post.status))
+        .collect();
+    use punctual::domain::PostStatus as S;
+    assert_eq!(
+        statuses,
+        vec![Some(S::Published), None, Some(S::RetryScheduled)]
+    );
+    let stored = [
+        storage.get(ids[0]).await.unwrap().unwrap(),
+        storage.get(ids[1]).await.unwrap().unwrap(),
+        storage.get(ids[2]).await.unwrap().unwrap(),
+    ];
+    assert_eq!(stored[0].status, S::Published);
+    assert_eq!(stored[0].external_id, Some(format!("ext-{}", ids[0])));
+    assert_eq!(stored[0].version, claims[0].post.version + 1);
+    assert_eq!(
+        stored[1].status,
+        S::Publishing,
+        "a stale outcome changes nothing"
+    );
+    assert_eq!(stored[1].version, claims[1].post.version);
+    assert_eq!(stored[2].status, S::RetryScheduled);
+    assert_eq!(stored[2].next_attempt_at, retry_at);
+    assert_eq!(stored[2].last_error.as_deref(), Some("HTTP 503"));
+    // An empty batch is no statement at all.
+    assert!(storage.finish_attempts(&[], now).await.unwrap().is_empty());
+    app.stop().await;
+}
