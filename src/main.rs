@@ -11,11 +11,6 @@ use punctual::app::Application;
 use punctual::config::{Cli, Command, ServeConfig};
 use punctual::telemetry::{Telemetry, TelemetryConfig};
 
-// A burst of publishes is many small allocations freed on other threads:
-// glibc's allocator took a fifth of the server's CPU there (BENCHMARKS.md).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> ExitCode {
     match Cli::parse().command {
         Command::Serve(config) => match serve(*config) {
