@@ -377,13 +377,7 @@ async fn give_back(
         next_attempt_at: Some(crate::domain::truncate_to_micros(due)),
         ..PostPatch::default()
     };
-    let expected = Expectation {
-        id: claimed.id,
-        fenced: true,
-        version: Some(claimed.version),
-        statuses: &[PostStatus::Publishing],
-        due_by: None,
-    };
+    let expected = Expectation::still_claimed(claimed.id, claimed.version);
     match context
         .storage
         .compare_and_set(&expected, &patch, now)
@@ -438,13 +432,7 @@ async fn dead_letter_missed(
         last_error: Some(Some(reason)),
         ..PostPatch::default()
     };
-    let expected = Expectation {
-        id: claimed.id,
-        fenced: true,
-        version: Some(claimed.version),
-        statuses: &[PostStatus::Publishing],
-        due_by: None,
-    };
+    let expected = Expectation::still_claimed(claimed.id, claimed.version);
     match context
         .storage
         .compare_and_set(&expected, &patch, now)
