@@ -51,6 +51,10 @@ const MIN_CLAIM_SLOTS: usize = 1_024;
 /// Rows per read when loading timers.
 const LOAD_PAGE: i64 = 5_000;
 
+/// A read of at least this many timers is followed by handing freed memory
+/// back to the operating system.
+const RETURN_MEMORY_AFTER_LOADING: usize = 10_000;
+
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
     /// Timers are held only for posts due within this much of now.
@@ -97,6 +101,8 @@ enum Command {
     /// earlier of the two: the read may be older than the timer, and an
     /// early wake-up costs a re-read while a late one would fire late.
     Load(Vec<DueEntry>),
+    /// A read of the database's timers is complete: this many were read.
+    Loaded(usize),
     Disarm(PostId),
     /// Partitions newly owned: read their timers.
     Acquired(Vec<u16>),
@@ -195,6 +201,10 @@ impl EngineHandle {
 
     fn load(&self, entries: Vec<DueEntry>) {
         let _ = self.commands.send(Command::Load(entries));
+    }
+
+    fn loaded(&self, count: usize) {
+        let _ = self.commands.send(Command::Loaded(count));
     }
 }
 
@@ -383,6 +393,11 @@ impl Engine {
                     self.arm(entry, false);
                 }
             }
+            Command::Loaded(count) => {
+                if count >= RETURN_MEMORY_AFTER_LOADING {
+                    return_freed_memory();
+                }
+            }
             Command::Disarm(id) => {
                 if let Some((key, _)) = self.timers.remove(&id) {
                     self.queue.remove(&key);
@@ -548,4 +563,19 @@ async fn load_timers(
         }
     }
     tracing::debug!(timers_loaded = loaded, horizon_end = %until, "timers loaded");
+    context.handle.loaded(loaded);
+}
+
+/// Hands the memory freed by a large read of timers back to the operating
+/// system. The pages of rows were decoded on whichever threads ran the
+/// queries, and glibc keeps what those threads freed in their own arenas
+/// until asked: after loading 100,000 timers from SQLite that was ~5 MiB,
+/// beside ~12 MiB for the timers themselves.
+fn return_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    tokio::task::spawn_blocking(|| {
+        // SAFETY: malloc_trim only returns free memory of glibc's arenas to
+        // the kernel; it has no preconditions.
+        unsafe { libc::malloc_trim(0) };
+    });
 }
