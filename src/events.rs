@@ -113,6 +113,35 @@ impl EventBus {
         previous: Option<PostStatus>,
         at: DateTime<Utc>,
     ) {
+        self.count_and_relay(kind, &post, previous, at);
+        // No watcher is not an error: the event is simply not needed.
+        let _ = self.sender.send(Arc::new(PostEvent { kind, post, at }));
+    }
+
+    /// As [`EventBus::emit`], for a post the caller keeps: it is copied only
+    /// when a watcher is there to see it (a bulk request would otherwise copy
+    /// thousands of posts for nobody).
+    pub fn emit_copy(
+        &self,
+        kind: EventKind,
+        post: &Post,
+        previous: Option<PostStatus>,
+        at: DateTime<Utc>,
+    ) {
+        self.count_and_relay(kind, post, previous, at);
+        if self.has_watchers() {
+            let post = post.clone();
+            let _ = self.sender.send(Arc::new(PostEvent { kind, post, at }));
+        }
+    }
+
+    fn count_and_relay(
+        &self,
+        kind: EventKind,
+        post: &Post,
+        previous: Option<PostStatus>,
+        at: DateTime<Utc>,
+    ) {
         self.stats
             .on_change(&post.business_id, previous, post.status);
         if kind == EventKind::Publishing && post.attempts == 1 {
@@ -127,8 +156,6 @@ impl EventBus {
                 at,
             });
         }
-        // No watcher is not an error: the event is simply not needed.
-        let _ = self.sender.send(Arc::new(PostEvent { kind, post, at }));
     }
 
     pub fn stats(&self) -> &QueueStatsTracker {

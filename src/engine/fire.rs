@@ -276,9 +276,9 @@ async fn start_attempt(
             }
         };
         let started = context.clock.now();
-        context.events.emit(
+        context.events.emit_copy(
             EventKind::Publishing,
-            claimed.clone(),
+            &claimed,
             Some(PostStatus::pending_after(claimed.attempts - 1)),
             started,
         );

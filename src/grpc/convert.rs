@@ -76,29 +76,29 @@ fn value_to_json(value: prost_types::Value) -> serde_json::Value {
     }
 }
 
-pub fn json_to_struct(value: &serde_json::Value) -> Option<prost_types::Struct> {
+pub fn json_to_struct(value: serde_json::Value) -> Option<prost_types::Struct> {
     match value {
         serde_json::Value::Object(map) => Some(prost_types::Struct {
             fields: map
-                .iter()
-                .map(|(key, value)| (key.clone(), json_to_value(value)))
+                .into_iter()
+                .map(|(key, value)| (key, json_to_value(value)))
                 .collect(),
         }),
         _ => None,
     }
 }
 
-fn json_to_value(value: &serde_json::Value) -> prost_types::Value {
+fn json_to_value(value: serde_json::Value) -> prost_types::Value {
     let kind = match value {
         serde_json::Value::Null => Kind::NullValue(0),
-        serde_json::Value::Bool(b) => Kind::BoolValue(*b),
+        serde_json::Value::Bool(b) => Kind::BoolValue(b),
         serde_json::Value::Number(n) => Kind::NumberValue(n.as_f64().unwrap_or(0.0)),
-        serde_json::Value::String(s) => Kind::StringValue(s.clone()),
+        serde_json::Value::String(s) => Kind::StringValue(s),
         serde_json::Value::Array(items) => Kind::ListValue(prost_types::ListValue {
-            values: items.iter().map(json_to_value).collect(),
+            values: items.into_iter().map(json_to_value).collect(),
         }),
-        serde_json::Value::Object(_) => {
-            Kind::StructValue(json_to_struct(value).unwrap_or_default())
+        object @ serde_json::Value::Object(_) => {
+            Kind::StructValue(json_to_struct(object).unwrap_or_default())
         }
     };
     prost_types::Value { kind: Some(kind) }
@@ -351,42 +351,44 @@ pub fn suggestion_to_proto(
     }
 }
 
-pub fn post_to_proto(post: &Post) -> pb::ScheduledPost {
+/// Takes the post by value: its strings and payload move into the message
+/// (a bulk response carries thousands of posts).
+pub fn post_to_proto(post: Post) -> pb::ScheduledPost {
     pb::ScheduledPost {
         id: post.id.to_string(),
-        business_id: post.business_id.clone(),
-        content_id: post.content_id.clone(),
-        platform: post.platform.clone(),
-        payload: json_to_struct(&post.payload),
-        scheduled_for: Some(datetime_to_timestamp(post.scheduled_for)),
-        time_zone: post.time_zone.name().to_owned(),
         local_time: format_local(post.scheduled_for, post.time_zone),
+        time_zone: post.time_zone.name().to_owned(),
+        business_id: post.business_id,
+        content_id: post.content_id,
+        platform: post.platform,
+        payload: json_to_struct(post.payload),
+        scheduled_for: Some(datetime_to_timestamp(post.scheduled_for)),
         status: status_to_proto(post.status) as i32,
         attempts: i32::try_from(post.attempts).unwrap_or(i32::MAX),
-        last_error: post.last_error.clone().unwrap_or_default(),
+        last_error: post.last_error.unwrap_or_default(),
         published_at: post.published_at.map(datetime_to_timestamp),
-        external_id: post.external_id.clone().unwrap_or_default(),
+        external_id: post.external_id.unwrap_or_default(),
         version: post.version,
         create_time: Some(datetime_to_timestamp(post.create_time)),
         update_time: Some(datetime_to_timestamp(post.update_time)),
         next_attempt_time: Some(datetime_to_timestamp(post.next_attempt_at)),
         attempt_history: post
             .attempt_history
-            .iter()
+            .into_iter()
             .map(|record| pb::PublishAttempt {
                 attempt: i32::try_from(record.attempt).unwrap_or(i32::MAX),
                 started_time: Some(datetime_to_timestamp(record.started_at)),
                 latency_ms: i64::try_from(record.latency_ms).unwrap_or(i64::MAX),
                 http_status: record.http_status.map(i32::from).unwrap_or(0),
                 outcome: record.outcome.as_str().to_owned(),
-                error: record.error.clone().unwrap_or_default(),
+                error: record.error.unwrap_or_default(),
             })
             .collect(),
     }
 }
 
 /// A post computed by a dry run has no identity or state yet.
-pub fn planned_post_to_proto(post: &Post) -> pb::ScheduledPost {
+pub fn planned_post_to_proto(post: Post) -> pb::ScheduledPost {
     pb::ScheduledPost {
         id: String::new(),
         status: pb::scheduled_post::Status::Unspecified as i32,
@@ -411,7 +413,7 @@ pub fn event_to_proto(event: &PostEvent) -> pb::ScheduleEvent {
     };
     pb::ScheduleEvent {
         r#type: kind as i32,
-        schedule: Some(post_to_proto(&event.post)),
+        schedule: Some(post_to_proto(event.post.clone())),
         event_time: Some(datetime_to_timestamp(event.at)),
     }
 }
@@ -426,7 +428,7 @@ mod tests {
             "text": "hello", "n": 2.5, "ok": true, "none": null,
             "tags": ["a", "b"], "nested": {"k": "v"}
         });
-        let back = struct_to_json(json_to_struct(&json).unwrap());
+        let back = struct_to_json(json_to_struct(json.clone()).unwrap());
         assert_eq!(back, json);
     }
 

@@ -117,7 +117,7 @@ impl pb::scheduler_server::Scheduler for SchedulerApi {
                 request_id: request.request_id,
             })
             .await?;
-        Ok(Response::new(post_to_proto(&post)))
+        Ok(Response::new(post_to_proto(post)))
     }
 
     async fn get_schedule(
@@ -127,7 +127,7 @@ impl pb::scheduler_server::Scheduler for SchedulerApi {
         let caller = auth::caller_of(&request)?;
         let post = self.service.get(&request.into_inner().id).await?;
         caller.check_business(&post.business_id)?;
-        Ok(Response::new(post_to_proto(&post)))
+        Ok(Response::new(post_to_proto(post)))
     }
 
     async fn list_schedules(
@@ -155,7 +155,7 @@ impl pb::scheduler_server::Scheduler for SchedulerApi {
             })
             .await?;
         Ok(Response::new(pb::ListSchedulesResponse {
-            schedules: page.posts.iter().map(post_to_proto).collect(),
+            schedules: page.posts.into_iter().map(post_to_proto).collect(),
             next_page_token: page.next_page_token,
         }))
     }
@@ -184,7 +184,7 @@ impl pb::scheduler_server::Scheduler for SchedulerApi {
                 dst_policy: dst_policy(request.dst_gap_policy, request.dst_overlap_policy)?,
             })
             .await?;
-        Ok(Response::new(post_to_proto(&post)))
+        Ok(Response::new(post_to_proto(post)))
     }
 
     async fn cancel_schedule(
@@ -198,7 +198,7 @@ impl pb::scheduler_server::Scheduler for SchedulerApi {
             .service
             .cancel(&request.id, request.expected_version)
             .await?;
-        Ok(Response::new(post_to_proto(&post)))
+        Ok(Response::new(post_to_proto(post)))
     }
 
     async fn bulk_schedule(
@@ -248,7 +248,7 @@ impl pb::scheduler_server::Scheduler for SchedulerApi {
             post_to_proto
         };
         Ok(Response::new(pb::BulkScheduleResponse {
-            schedules: posts.iter().map(to_proto).collect(),
+            schedules: posts.into_iter().map(to_proto).collect(),
         }))
     }
 
@@ -325,7 +325,7 @@ impl pb::scheduler_server::Scheduler for SchedulerApi {
             .list_dead_letters(&business_id, request.page_size, &request.page_token)
             .await?;
         Ok(Response::new(pb::ListDeadLettersResponse {
-            schedules: page.posts.iter().map(post_to_proto).collect(),
+            schedules: page.posts.into_iter().map(post_to_proto).collect(),
             next_page_token: page.next_page_token,
         }))
     }
@@ -351,7 +351,7 @@ impl pb::scheduler_server::Scheduler for SchedulerApi {
             (None, _) => RequeueAt::Now,
         };
         let post = self.service.requeue_dead_letter(&request.id, at).await?;
-        Ok(Response::new(post_to_proto(&post)))
+        Ok(Response::new(post_to_proto(post)))
     }
 
     async fn discard_dead_letter(
@@ -362,7 +362,7 @@ impl pb::scheduler_server::Scheduler for SchedulerApi {
         let id = request.into_inner().id;
         self.authorize_post(&caller, &id).await?;
         let post = self.service.discard_dead_letter(&id).await?;
-        Ok(Response::new(post_to_proto(&post)))
+        Ok(Response::new(post_to_proto(post)))
     }
 
     async fn pause_queue(

@@ -275,7 +275,7 @@ impl SchedulerService {
             Ok(()) => {
                 self.engine.arm(post.id, post.next_attempt_at);
                 self.events
-                    .emit(EventKind::Scheduled, post.clone(), None, now);
+                    .emit_copy(EventKind::Scheduled, &post, None, now);
                 Ok(post)
             }
             Err(StorageError::DuplicateRequest) => {
@@ -383,12 +383,8 @@ impl SchedulerService {
             };
             if let Some(updated) = self.storage.compare_and_set(&expected, &patch, now).await? {
                 self.engine.arm(updated.id, updated.next_attempt_at);
-                self.events.emit(
-                    EventKind::Updated,
-                    updated.clone(),
-                    Some(current.status),
-                    now,
-                );
+                self.events
+                    .emit_copy(EventKind::Updated, &updated, Some(current.status), now);
                 return Ok(updated);
             }
         }
@@ -438,12 +434,8 @@ impl SchedulerService {
             };
             if let Some(cancelled) = self.storage.compare_and_set(&expected, &patch, now).await? {
                 self.engine.disarm(id);
-                self.events.emit(
-                    EventKind::Cancelled,
-                    cancelled.clone(),
-                    Some(current.status),
-                    now,
-                );
+                self.events
+                    .emit_copy(EventKind::Cancelled, &cancelled, Some(current.status), now);
                 return Ok(cancelled);
             }
         }
@@ -491,8 +483,11 @@ impl SchedulerService {
         for (index, (content_id, (instant, local))) in
             content_ids.into_iter().zip(planned).enumerate()
         {
-            let field = format!("recurrence (occurrence {index}, {local})");
-            let instant = self.check_instant(&field, instant, now)?;
+            let instant = self.check_instant(
+                format_args!("recurrence (occurrence {index}, {local})"),
+                instant,
+                now,
+            )?;
             let post_request_id = request_id
                 .as_ref()
                 .map(|id| format!("{}#{index}", id.as_str()));
@@ -516,7 +511,7 @@ impl SchedulerService {
                 for post in &posts {
                     self.engine.arm(post.id, post.next_attempt_at);
                     self.events
-                        .emit(EventKind::Scheduled, post.clone(), None, now);
+                        .emit_copy(EventKind::Scheduled, post, None, now);
                 }
                 Ok(posts)
             }
@@ -564,17 +559,18 @@ impl SchedulerService {
     }
 
     /// Accepts an instant not further back than the grace and not beyond the
-    /// furthest allowed date, truncated to microseconds.
+    /// furthest allowed date, truncated to microseconds. `field` is written
+    /// out only for a refusal (a bulk request checks thousands).
     fn check_instant(
         &self,
-        field: &str,
+        field: impl std::fmt::Display,
         instant: DateTime<Utc>,
         now: DateTime<Utc>,
     ) -> Result<DateTime<Utc>, SchedulerError> {
         let grace = chrono::Duration::from_std(self.limits.past_grace).unwrap_or_default();
         if instant < now - grace {
             return Err(invalid(
-                field,
+                &field.to_string(),
                 format!(
                     "{} is in the past (now is {})",
                     instant.to_rfc3339(),
@@ -586,7 +582,7 @@ impl SchedulerService {
             .unwrap_or(chrono::Duration::days(3660));
         if instant > now + max_ahead {
             return Err(invalid(
-                field,
+                &field.to_string(),
                 format!(
                     "{} is too far ahead; posts can be scheduled at most {} days ahead",
                     instant.to_rfc3339(),

@@ -124,9 +124,9 @@ impl SchedulerService {
             .transition(&current, &[PostStatus::DeadLettered], &patch, now)
             .await?;
         self.engine.arm(requeued.id, requeued.next_attempt_at);
-        self.events.emit(
+        self.events.emit_copy(
             EventKind::Scheduled,
-            requeued.clone(),
+            &requeued,
             Some(PostStatus::DeadLettered),
             now,
         );
@@ -153,9 +153,9 @@ impl SchedulerService {
         let discarded = self
             .transition(&current, &[PostStatus::DeadLettered], &patch, now)
             .await?;
-        self.events.emit(
+        self.events.emit_copy(
             EventKind::Discarded,
-            discarded.clone(),
+            &discarded,
             Some(PostStatus::DeadLettered),
             now,
         );
