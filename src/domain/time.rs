@@ -445,12 +445,19 @@ impl WallClock {
 
     /// `YYYY-MM-DDT`, the date part of the ISO form.
     fn day(&self) -> String {
-        let year = if (0..=9999).contains(&self.year) {
-            format!("{:04}", self.year)
+        let mut day = String::with_capacity(12);
+        // Writing into a String cannot fail.
+        let _ = self.write_day(&mut day);
+        day
+    }
+
+    fn write_day(&self, out: &mut impl fmt::Write) -> fmt::Result {
+        if (0..=9999).contains(&self.year) {
+            write!(out, "{:04}", self.year)?;
         } else {
-            format!("{:+05}", self.year)
-        };
-        format!("{year}-{:02}-{:02}T", self.month, self.day)
+            write!(out, "{:+05}", self.year)?;
+        }
+        write!(out, "-{:02}-{:02}T", self.month, self.day)
     }
 
     /// `HH:MM`, or `HH:MM:SS` when the seconds matter: gap bounds are almost
@@ -468,14 +475,8 @@ impl fmt::Display for WallClock {
     /// `YYYY-MM-DDTHH:MM:SS`, plus six fractional digits when the time has
     /// whole microseconds, or nine when it has nanoseconds.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{}{:02}:{:02}:{:02}",
-            self.day(),
-            self.hour,
-            self.minute,
-            self.second
-        )?;
+        self.write_day(f)?;
+        write!(f, "{:02}:{:02}:{:02}", self.hour, self.minute, self.second)?;
         match self.nanosecond {
             0 => Ok(()),
             nanos if nanos % 1_000 == 0 => write!(f, ".{:06}", nanos / 1_000),

@@ -483,11 +483,13 @@ impl SchedulerService {
         for (index, (content_id, (instant, local))) in
             content_ids.into_iter().zip(planned).enumerate()
         {
-            let instant = self.check_instant(
-                format_args!("recurrence (occurrence {index}, {local})"),
+            let occurrence = Occurrence {
+                index,
+                local,
                 instant,
-                now,
-            )?;
+                zone,
+            };
+            let instant = self.check_instant(occurrence, instant, now)?;
             let post_request_id = request_id
                 .as_ref()
                 .map(|id| format!("{}#{index}", id.as_str()));
@@ -510,8 +512,7 @@ impl SchedulerService {
             Ok(()) => {
                 for post in &posts {
                     self.engine.arm(post.id, post.next_attempt_at);
-                    self.events
-                        .emit_copy(EventKind::Scheduled, post, None, now);
+                    self.events.emit_copy(EventKind::Scheduled, post, None, now);
                 }
                 Ok(posts)
             }
@@ -891,4 +892,26 @@ pub(crate) fn decode_page_token(
         scheduled_for_us,
         id: id.to_string(),
     })
+}
+/// Names one occurrence of a bulk request in a refusal, by its index and
+/// the wall-clock time it was asked for.
+struct Occurrence {
+    index: usize,
+    local: Option<chrono::NaiveDateTime>,
+    instant: DateTime<Utc>,
+    zone: TimeZone,
+}
+
+impl std::fmt::Display for Occurrence {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.local {
+            Some(local) => write!(f, "recurrence (occurrence {}, {local})", self.index),
+            None => write!(
+                f,
+                "recurrence (occurrence {}, {})",
+                self.index,
+                format_local(self.instant, self.zone)
+            ),
+        }
+    }
 }

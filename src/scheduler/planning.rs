@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use chrono::{DateTime, NaiveTime, Utc};
+use chrono::{DateTime, NaiveDateTime, NaiveTime, Utc};
 
 use super::{
     BulkRequest, PatternKind, SchedulerError, SchedulerService, invalid, parse_recurrence,
@@ -17,7 +17,7 @@ use crate::domain::slots::{
 use crate::domain::suggest::{
     EngagementSample, HOURS_PER_WEEK, SuggestParams, Suggestion, default_prior, suggest,
 };
-use crate::domain::time::{TimeZone, format_local, parse_local_date, parse_time_of_day};
+use crate::domain::time::{TimeZone, parse_local_date, parse_time_of_day};
 use crate::domain::{ExternalId, Platform, PostId, PostStatus};
 use crate::storage::{EngagementRecord, SlotsRecord};
 
@@ -213,8 +213,9 @@ impl SchedulerService {
         Ok((instant, schedule.zone()))
     }
 
-    /// The instants of a bulk request, with their local times for messages,
-    /// and the zone the posts are shown in.
+    /// The instants of a bulk request, each with the wall-clock time its
+    /// recurrence asked for (none for posts spread over slots, which are at
+    /// their instant's wall-clock time), and the zone the posts are shown in.
     pub(super) async fn plan_bulk(
         &self,
         request: &BulkRequest,
@@ -222,14 +223,14 @@ impl SchedulerService {
         platform: &Platform,
         count: usize,
         now: DateTime<Utc>,
-    ) -> Result<(TimeZone, Vec<(DateTime<Utc>, String)>), SchedulerError> {
+    ) -> Result<(TimeZone, Vec<(DateTime<Utc>, Option<NaiveDateTime>)>), SchedulerError> {
         if request.pattern != Some(PatternKind::DistributeAcrossWeek) {
             let recurrence = parse_recurrence(request)?;
             let zone = recurrence.zone();
             let occurrences = recurrence.occurrences(count).map_err(recurrence_error)?;
             let planned = occurrences
                 .into_iter()
-                .map(|occurrence| (occurrence.instant, occurrence.local.to_string()))
+                .map(|occurrence| (occurrence.instant, Some(occurrence.local)))
                 .collect();
             return Ok((zone, planned));
         }
@@ -267,7 +268,7 @@ impl SchedulerService {
             zone,
             instants
                 .into_iter()
-                .map(|instant| (instant, format_local(instant, zone)))
+                .map(|instant| (instant, None))
                 .collect(),
         ))
     }
