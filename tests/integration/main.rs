@@ -400,6 +400,21 @@ async fn bulk_scheduling_keeps_wall_clock_time_across_dst_and_is_atomic() {
     assert!(planned.schedules.iter().all(|p| p.id.is_empty()));
     assert_eq!(count_posts(&app, "gap-biz").await, 0);
 
+    // A batch starting in the past names its first refused occurrence.
+    let mut past = bulk(Pattern::Daily, "2020-01-01", "09:00", "Europe/Paris", 3);
+    past.business_id = "past-biz".into();
+    let error = client.bulk_schedule(past).await.unwrap_err();
+    assert_eq!(error.code(), Code::InvalidArgument);
+    assert!(
+        error
+            .message()
+            .contains("recurrence (occurrence 0, 2020-01-01 09:00:00)")
+            && error.message().contains("is in the past"),
+        "{}",
+        error.message()
+    );
+    assert_eq!(count_posts(&app, "past-biz").await, 0);
+
     // WEEKLY on Tuesday and Thursday.
     let mut weekly = bulk(Pattern::Weekly, "2027-01-04", "18:30", "Asia/Kathmandu", 3);
     weekly.business_id = "weekly-biz".into();
