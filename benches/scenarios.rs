@@ -56,8 +56,9 @@ options:
   --full        scale also measures start-up with 1,000,000 pending posts
   --server-log LEVEL   the server's RUST_LOG (default warn); with info, the
                 precision table also splits lateness at the claim
-  --quiet       before each scenario, wait (at most 10 min) until the CPUs
-                are less than 15 % busy
+  --quiet       before each scenario, write out pending disk writes
+                (CHECKPOINT on PostgreSQL, sync), then wait (at most
+                10 min) until the CPUs are less than 15 % busy
 
 environment:
   PUNCTUAL_BENCH_POSTGRES_URL   admin URL of a PostgreSQL server
@@ -198,6 +199,7 @@ async fn run_all(options: Options) -> (Failures, Vec<String>) {
         for &backend in &options.backends {
             eprintln!("\n==> {scenario:?} on {}", backend.name());
             if options.quiet {
+                harness::settle_disks(options.backends.contains(&Backend::Postgres)).await;
                 harness::wait_for_quiet_machine(Duration::from_secs(600)).await;
             }
             let started = std::time::Instant::now();

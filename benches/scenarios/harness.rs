@@ -981,6 +981,31 @@ pub fn load_average() -> String {
         .join(" ")
 }
 
+/// Writes out what earlier scenarios left for the disks to do: a
+/// `CHECKPOINT` on PostgreSQL (whose checkpointer otherwise spreads the
+/// previous scenario's pages over minutes of background writes) and a
+/// `sync`, so that a scenario does not measure the write-back of another.
+pub async fn settle_disks(with_postgres: bool) {
+    if with_postgres {
+        let url = postgres_admin_url();
+        let checkpoint = async {
+            let mut admin = pg_connect(&url).await?;
+            admin
+                .batch_execute("CHECKPOINT")
+                .await
+                .context("CHECKPOINT failed")
+        };
+        if let Err(error) = checkpoint.await {
+            eprintln!("    warning: {error:#}");
+        }
+    }
+    match tokio::process::Command::new("sync").status().await {
+        Ok(status) if status.success() => {}
+        Ok(status) => eprintln!("    warning: sync exited with {status}"),
+        Err(error) => eprintln!("    warning: cannot run sync: {error}"),
+    }
+}
+
 /// Waits (at most `limit`) until the machine's CPUs are less than 15 % busy
 /// over 3 s, so that a measurement does not share the CPUs with a build.
 pub async fn wait_for_quiet_machine(limit: Duration) {
