@@ -662,7 +662,22 @@ impl Storage {
             None => storage,
         };
         storage.run_migrations().await?;
+        storage.open_connections(options.max_connections).await;
         Ok(storage)
+    }
+
+    /// Opens the pool's connections at start-up, each reading a post by id
+    /// once. The pool otherwise opens them as load first needs them, which
+    /// is during the first burst of posts due at once: a connect, and on
+    /// PostgreSQL a new backend whose first statements load its caches, in
+    /// the middle of the burst and of the API calls beside it. Best effort:
+    /// a connection that cannot be opened now is opened when needed.
+    async fn open_connections(&self, count: usize) {
+        let absent = PostId::new();
+        let reads = (0..count.max(1)).map(|_| self.get(absent));
+        if let Err(error) = futures::future::try_join_all(reads).await {
+            tracing::warn!(%error, connections = count, "could not open every database connection at start-up");
+        }
     }
 
     /// From now on, claims and the writes that finish them hold only while
