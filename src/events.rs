@@ -98,7 +98,7 @@ impl EventBus {
     /// An event of another replica, for this replica's watchers only: the
     /// counters are the other replica's business.
     pub fn deliver_relayed(&self, kind: EventKind, post: Post, at: DateTime<Utc>) {
-        let _ = self.sender.send(Arc::new(PostEvent { kind, post, at }));
+        self.to_watchers(kind, post, at);
     }
 
     pub fn has_watchers(&self) -> bool {
@@ -114,8 +114,7 @@ impl EventBus {
         at: DateTime<Utc>,
     ) {
         self.count_and_relay(kind, &post, previous, at);
-        // No watcher is not an error: the event is simply not needed.
-        let _ = self.sender.send(Arc::new(PostEvent { kind, post, at }));
+        self.to_watchers(kind, post, at);
     }
 
     /// As [`EventBus::emit`], for a post the caller keeps: it is copied only
@@ -130,9 +129,13 @@ impl EventBus {
     ) {
         self.count_and_relay(kind, post, previous, at);
         if self.has_watchers() {
-            let post = post.clone();
-            let _ = self.sender.send(Arc::new(PostEvent { kind, post, at }));
+            self.to_watchers(kind, post.clone(), at);
         }
+    }
+
+    fn to_watchers(&self, kind: EventKind, post: Post, at: DateTime<Utc>) {
+        // No watcher is not an error: the event is simply not needed.
+        let _ = self.sender.send(Arc::new(PostEvent { kind, post, at }));
     }
 
     fn count_and_relay(

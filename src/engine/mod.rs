@@ -102,6 +102,8 @@ enum Command {
     /// early wake-up costs a re-read while a late one would fire late.
     Load(Vec<DueEntry>),
     /// A read of the database's timers is complete: this many were read.
+    /// Sent through the queue, so that memory is handed back only once
+    /// every page before it has been armed and freed.
     Loaded(usize),
     Disarm(PostId),
     /// Partitions newly owned: read their timers.
