@@ -90,7 +90,7 @@ pub struct ServeConfig {
     )]
     pub database_url: String,
 
-    /// Database connections held open, all opened at start-up.
+    /// Database connections held open (on PostgreSQL, all opened at start-up).
     #[arg(long, env = "PUNCTUAL_DATABASE_MAX_CONNECTIONS", default_value_t = 8)]
     pub database_max_connections: usize,
 

@@ -666,13 +666,18 @@ impl Storage {
         Ok(storage)
     }
 
-    /// Opens the pool's connections at start-up, each reading a post by id
-    /// once. The pool otherwise opens them as load first needs them, which
-    /// is during the first burst of posts due at once: a connect, and on
-    /// PostgreSQL a new backend whose first statements load its caches, in
-    /// the middle of the burst and of the API calls beside it. Best effort:
-    /// a connection that cannot be opened now is opened when needed.
+    /// Opens a PostgreSQL pool's connections at start-up, each reading a post
+    /// by id once. The pool otherwise opens them as load first needs them,
+    /// which is during the first burst of posts due at once: a connect and a
+    /// new backend whose first statements load its caches, in the middle of
+    /// the burst and of the API calls beside it. A SQLite connection opens
+    /// at once, and each one open holds a page cache: SQLite's pool still
+    /// opens them as needed. Best effort: a connection that cannot be opened
+    /// now is opened when needed.
     async fn open_connections(&self, count: usize) {
+        if !self.is_shared() {
+            return;
+        }
         let absent = PostId::new();
         let reads = (0..count.max(1)).map(|_| self.get(absent));
         if let Err(error) = futures::future::try_join_all(reads).await {
