@@ -288,6 +288,13 @@ impl Application {
             .run(watchdog_stop.clone()),
         );
 
+        // Stopped after the engine, whose last outcome writes it then
+        // checkpoints; SQLite checkpoints what is left when the last
+        // connection closes.
+        let checkpoint_stop = CancellationToken::new();
+        let checkpoint_task = storage
+            .checkpointer()
+            .map(|checkpointer| tokio::spawn(checkpointer.run(checkpoint_stop.clone())));
         let engine_stop = CancellationToken::new();
         let engine_task = tokio::spawn(engine.run(engine_stop.clone()));
         // Stopped only after the engine: leases are renewed while attempts
@@ -357,6 +364,12 @@ impl Application {
             && let Err(error) = cluster_task.await
         {
             tracing::error!(%error, "the cluster task failed");
+        }
+        checkpoint_stop.cancel();
+        if let Some(checkpoint_task) = checkpoint_task
+            && let Err(error) = checkpoint_task.await
+        {
+            tracing::error!(%error, "the WAL checkpoint task failed");
         }
         tracing::info!("punctual stopped");
         served.context("the gRPC server failed")

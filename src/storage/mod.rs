@@ -11,6 +11,7 @@ mod leases;
 mod notify;
 mod rows;
 mod schema;
+mod writes;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -36,6 +37,8 @@ use schema::posts;
 pub use leases::{Lease, MemberCount};
 use notify::CLUSTER_CHANNEL;
 pub use notify::{Listener, Notice};
+pub use writes::Checkpointer;
+use writes::WriteLock;
 
 /// The database's clock in µs since the Unix epoch: every replica times
 /// leases by this one clock, so their own clocks may disagree.
@@ -226,9 +229,9 @@ macro_rules! apply_cas {
 const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
 const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
 
-/// Rows per INSERT statement: keeps a bulk insert under both backends' limits
-/// on bound parameters (19 columns × 1,000 rows; SQLite allows 32,766).
-const INSERT_CHUNK_ROWS: usize = 1_000;
+/// Request ids per lookup of posts by request id: keeps the statement under
+/// both backends' limits on bound parameters (SQLite allows 32,766).
+const LOOKUP_CHUNK_IDS: usize = 1_000;
 
 type SqliteConnection = SyncConnectionWrapper<diesel::SqliteConnection>;
 
@@ -533,7 +536,7 @@ pub struct Storage {
     pool: Pool,
     /// Serialises this process's SQLite writes; on PostgreSQL only the
     /// group commits of inserts take it, one group at a time.
-    writer: Arc<tokio::sync::Mutex<()>>,
+    writer: WriteLock,
     /// Inserts waiting for the next group commit.
     inserts: Arc<std::sync::Mutex<Vec<PendingInsert>>>,
     /// The replica whose partition leases fence claims and outcome writes;
@@ -541,6 +544,8 @@ pub struct Storage {
     fencing_owner: Option<Arc<str>>,
     /// Where a listening connection connects (PostgreSQL only).
     postgres_url: Option<Arc<str>>,
+    /// The database file (SQLite only).
+    sqlite_path: Option<Arc<str>>,
 }
 
 /// An insert queued for a group commit, and where its result goes.
@@ -598,29 +603,33 @@ async fn insert_rows(
 ) -> Result<Vec<String>, StorageError> {
     match pool {
         Pool::Sqlite(pool) => {
-            // diesel-async cannot batch-insert into SQLite; the synchronous
-            // connection can, on a blocking thread, in one write transaction.
+            // On a blocking thread, in one write transaction: one prepared
+            // single-row INSERT, run once per row. SQLite compiles it once
+            // per connection, and a statement that writes one row needs no
+            // statement journal; an INSERT of many rows is parsed anew for
+            // every group of rows, and journals each page it changes so that
+            // it can undo itself if a later row fails.
             let mut conn = pool.get().await?;
             let inserted = conn
                 .spawn_blocking(move |conn| {
                     conn.immediate_transaction(|conn| {
                         let mut inserted = Vec::with_capacity(rows.len());
-                        for chunk in rows.chunks(INSERT_CHUNK_ROWS) {
-                            let statement = diesel::insert_into(posts::table).values(chunk);
-                            let ids: Vec<String> = match on_duplicate {
-                                OnDuplicateRequest::Fail => diesel::RunQueryDsl::get_results(
-                                    statement.returning(posts::id),
-                                    conn,
-                                )?,
-                                OnDuplicateRequest::Skip => diesel::RunQueryDsl::get_results(
+                        for row in rows {
+                            let statement = diesel::insert_into(posts::table).values(&row);
+                            let written = match on_duplicate {
+                                OnDuplicateRequest::Fail => {
+                                    diesel::RunQueryDsl::execute(statement, conn)?
+                                }
+                                OnDuplicateRequest::Skip => diesel::RunQueryDsl::execute(
                                     statement
                                         .on_conflict((posts::business_id, posts::request_id))
-                                        .do_nothing()
-                                        .returning(posts::id),
+                                        .do_nothing(),
                                     conn,
                                 )?,
                             };
-                            inserted.extend(ids);
+                            if written == 1 {
+                                inserted.push(row.into_id());
+                            }
                         }
                         Ok::<_, DieselError>(inserted)
                     })
@@ -642,9 +651,13 @@ async fn insert_rows(
 impl Storage {
     /// Connects, and runs the embedded migrations of the backend.
     pub async fn connect(url: &str, options: &StorageOptions) -> Result<Self, StorageError> {
-        let mut postgres_url = None;
+        let (mut postgres_url, mut sqlite_path) = (None, None);
         let pool = match DatabaseLocation::parse(url)? {
-            DatabaseLocation::Sqlite(path) => Pool::Sqlite(sqlite_pool(&path, options)?),
+            DatabaseLocation::Sqlite(path) => {
+                let pool = Pool::Sqlite(sqlite_pool(&path, options)?);
+                sqlite_path = Some(Arc::from(path.as_str()));
+                pool
+            }
             DatabaseLocation::Postgres(url) => {
                 postgres_url = Some(Arc::from(url.as_str()));
                 Pool::Postgres(postgres_pool(&url, options)?)
@@ -652,10 +665,11 @@ impl Storage {
         };
         let storage = Self {
             pool,
-            writer: Arc::default(),
+            writer: WriteLock::default(),
             inserts: Arc::default(),
             fencing_owner: None,
             postgres_url,
+            sqlite_path,
         };
         let storage = match &options.replica_id {
             Some(replica_id) => storage.fenced_by(replica_id),
@@ -693,6 +707,14 @@ impl Storage {
             self.fencing_owner = Some(Arc::from(replica_id));
         }
         self
+    }
+
+    /// The task that checkpoints a SQLite database's write-ahead log after
+    /// writes (see [`Checkpointer`]); `None` on PostgreSQL, which
+    /// checkpoints by itself.
+    pub fn checkpointer(&self) -> Option<Checkpointer> {
+        let path = self.sqlite_path.as_deref()?;
+        Some(self.writer.checkpointer(path))
     }
 
     pub fn is_shared(&self) -> bool {
@@ -807,7 +829,7 @@ impl Storage {
         let row = PostRow::from_post(post);
         let (done, mut result) = tokio::sync::oneshot::channel();
         lock_queue(&self.inserts).push(PendingInsert { row, done });
-        let writer = Arc::clone(&self.writer).lock_owned().await;
+        let writer = self.writer.lock().await;
         // A writer that took this insert has answered it before letting the
         // lock go. Callers answered so are let through at once: were they to
         // commit what arrived meanwhile, each would commit a group of one.
@@ -865,7 +887,7 @@ impl Storage {
         request_ids: &[String],
     ) -> Result<Vec<Post>, StorageError> {
         let mut found = Vec::with_capacity(request_ids.len());
-        for chunk in request_ids.chunks(INSERT_CHUNK_ROWS) {
+        for chunk in request_ids.chunks(LOOKUP_CHUNK_IDS) {
             let rows: Vec<PostRow> = with_connection!(self, |conn| {
                 posts::table
                     .filter(posts::business_id.eq(business_id))
@@ -1254,11 +1276,14 @@ fn sqlite_pool(
             let mut conn = SqliteConnection::establish(&url).await?;
             // WAL lets readers run beside the writer; busy_timeout makes a
             // writer wait for the lock instead of failing at once;
-            // synchronous=NORMAL is durable across process crashes in WAL mode.
-            conn.batch_execute(
+            // synchronous=NORMAL is durable across process crashes in WAL mode;
+            // the log is checkpointed by the `Checkpointer`, not by commits.
+            conn.batch_execute(&format!(
                 "PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 5000; \
-                 PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;",
-            )
+                 PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; \
+                 PRAGMA wal_autocheckpoint = {};",
+                writes::BACKSTOP_CHECKPOINT_PAGES
+            ))
             .await
             .map_err(diesel::ConnectionError::CouldntSetupConfiguration)?;
             Ok(conn)

@@ -85,6 +85,10 @@ impl PostRow {
         &self.id
     }
 
+    pub(super) fn into_id(self) -> String {
+        self.id
+    }
+
     pub(super) fn claim_epoch(&self) -> i64 {
         self.claim_epoch
     }
