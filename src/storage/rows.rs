@@ -253,7 +253,10 @@ impl PostColumns {
     pub(super) fn insert_statement(self, on_duplicate: OnDuplicateRequest) -> BoxedPgQuery {
         let conflict = match on_duplicate {
             OnDuplicateRequest::Fail => "",
-            OnDuplicateRequest::Skip => " ON CONFLICT (business_id, request_id) DO NOTHING",
+            // The unique index on request ids holds only posts that have one.
+            OnDuplicateRequest::Skip => {
+                " ON CONFLICT (business_id, request_id) WHERE request_id IS NOT NULL DO NOTHING"
+            }
         };
         let arrays: Vec<String> = (1..=Self::NAMES.len())
             .map(|index| format!("${index}"))
