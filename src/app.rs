@@ -288,9 +288,9 @@ impl Application {
             .run(watchdog_stop.clone()),
         );
 
-        // Stopped after the engine, whose last outcome writes it then
-        // checkpoints; SQLite checkpoints what is left when the last
-        // connection closes.
+        // SQLite's WAL checkpoints. Stopped after the engine, so that the
+        // engine's last writes are checkpointed too; what is left SQLite
+        // checkpoints when its last connection closes.
         let checkpoint_stop = CancellationToken::new();
         let checkpoint_task = storage
             .checkpointer()
