@@ -7,9 +7,15 @@
 //! checkpoint inside its own commit, and every writer queued behind it
 //! waited too. Here the end of each write transaction wakes a
 //! [`Checkpointer`] that copies the log from a connection of its own,
-//! beside the next writer. The pool's connections keep SQLite's own
-//! checkpoint only as a backstop, at a threshold that a running
-//! checkpointer never lets the log reach.
+//! beside the next writer.
+//!
+//! The log file starts over only once a checkpoint has copied all of it
+//! before the next writer begins. Under a steady stream of writes the
+//! background checkpoints copy what was committed when they started, but a
+//! writer has always committed more by the time they finish; so the pool's
+//! connections keep SQLite's own checkpoint at a higher threshold, where
+//! the committing writer copies the little the checkpointer has not (no
+//! other writer can commit meanwhile) and the log starts over.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,9 +26,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::SqliteConnection;
 
-/// The log size, in pages, at which a committing connection checkpoints
-/// by itself: only when no checkpointer runs (a command-line tool, a test)
-/// or it fell behind.
+/// The log size, in pages (40 MiB), at which a committing connection
+/// checkpoints by itself: what bounds the log file under steady writes, or
+/// when no checkpointer runs (a command-line tool, a test).
 pub(super) const BACKSTOP_CHECKPOINT_PAGES: u32 = 10_000;
 
 /// The shortest time between two checkpoints: a stream of small commits
