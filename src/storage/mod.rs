@@ -1277,7 +1277,8 @@ fn sqlite_pool(
             // WAL lets readers run beside the writer; busy_timeout makes a
             // writer wait for the lock instead of failing at once;
             // synchronous=NORMAL is durable across process crashes in WAL mode;
-            // the log is checkpointed by the `Checkpointer`, not by commits.
+            // the `Checkpointer` copies the log into the database in the
+            // background, and a commit does so only past the backstop.
             conn.batch_execute(&format!(
                 "PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 5000; \
                  PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; \
