@@ -32,8 +32,8 @@ use super::SqliteConnection;
 pub(super) const BACKSTOP_CHECKPOINT_PAGES: u32 = 10_000;
 
 /// The shortest time between two checkpoints: a stream of small commits
-/// shares one checkpoint (and its fsyncs), and the log still stays within
-/// a few bulk requests' pages.
+/// shares one checkpoint (and its fsyncs), and what a committing writer's
+/// own checkpoint finds left to copy stays at about this much writing.
 const MIN_CHECKPOINT_INTERVAL: Duration = Duration::from_millis(100);
 
 /// Serialises this process's SQLite writes, and tells the checkpointer each
@@ -88,7 +88,7 @@ impl Checkpointer {
             Err(error) => {
                 tracing::warn!(
                     %error,
-                    "cannot open a connection for WAL checkpoints; committing writers checkpoint instead"
+                    "cannot open a connection for WAL checkpoints; committing writers checkpoint at the backstop instead"
                 );
                 return;
             }
