@@ -1138,6 +1138,46 @@ async fn timers_are_read_in_pages_that_miss_and_repeat_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_copies_sqlites_log_into_the_database_file_after_writes() {
+    let app = spawn_app().await;
+    // PostgreSQL checkpoints by itself: the task exists on SQLite only.
+    let Some(path) = app
+        .database
+        .url
+        .strip_prefix("sqlite://")
+        .map(std::path::PathBuf::from)
+    else {
+        app.stop().await;
+        return;
+    };
+    let file_len = |path: &std::path::Path| std::fs::metadata(path).map_or(0, |meta| meta.len());
+    let before = file_len(&path);
+    let mut request = bulk(
+        pb::recurrence::Pattern::EveryNHours,
+        "2027-06-01",
+        "00:00",
+        "UTC",
+        5_000,
+    );
+    if let Some(recurrence) = request.recurrence.as_mut() {
+        recurrence.interval_hours = 1;
+    }
+    app.client.clone().bulk_schedule(request).await.unwrap();
+    // 5,000 posts are a few MiB of log, far below the 10,000 pages at which
+    // the committing writer would copy the log itself.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while file_len(&path) < before + 1_000_000 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the database file is still {} bytes ({before} before the posts)",
+            file_len(&path)
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_of_outcomes_records_each_attempt_that_still_holds_its_claim() {
     use punctual::domain::PostId;
     use punctual::storage::{FinishedAttempt, Storage, StorageOptions};
