@@ -893,6 +893,7 @@ pub(crate) fn decode_page_token(
         id: id.to_string(),
     })
 }
+
 /// Names one occurrence of a bulk request in a refusal, by its index and
 /// the wall-clock time it was asked for.
 struct Occurrence {

@@ -542,10 +542,8 @@ pub struct Storage {
     /// The replica whose partition leases fence claims and outcome writes;
     /// `None` where one process owns the database (SQLite).
     fencing_owner: Option<Arc<str>>,
-    /// Where a listening connection connects (PostgreSQL only).
-    postgres_url: Option<Arc<str>>,
-    /// The database file (SQLite only).
-    sqlite_path: Option<Arc<str>>,
+    /// The database file, or where a listening connection connects.
+    location: Arc<DatabaseLocation>,
 }
 
 /// An insert queued for a group commit, and where its result goes.
@@ -651,25 +649,17 @@ async fn insert_rows(
 impl Storage {
     /// Connects, and runs the embedded migrations of the backend.
     pub async fn connect(url: &str, options: &StorageOptions) -> Result<Self, StorageError> {
-        let (mut postgres_url, mut sqlite_path) = (None, None);
-        let pool = match DatabaseLocation::parse(url)? {
-            DatabaseLocation::Sqlite(path) => {
-                let pool = Pool::Sqlite(sqlite_pool(&path, options)?);
-                sqlite_path = Some(Arc::from(path.as_str()));
-                pool
-            }
-            DatabaseLocation::Postgres(url) => {
-                postgres_url = Some(Arc::from(url.as_str()));
-                Pool::Postgres(postgres_pool(&url, options)?)
-            }
+        let location = DatabaseLocation::parse(url)?;
+        let pool = match &location {
+            DatabaseLocation::Sqlite(path) => Pool::Sqlite(sqlite_pool(path, options)?),
+            DatabaseLocation::Postgres(url) => Pool::Postgres(postgres_pool(url, options)?),
         };
         let storage = Self {
             pool,
             writer: WriteLock::default(),
             inserts: Arc::default(),
             fencing_owner: None,
-            postgres_url,
-            sqlite_path,
+            location: Arc::new(location),
         };
         let storage = match &options.replica_id {
             Some(replica_id) => storage.fenced_by(replica_id),
@@ -713,8 +703,10 @@ impl Storage {
     /// writes (see [`Checkpointer`]); `None` on PostgreSQL, which
     /// checkpoints by itself.
     pub fn checkpointer(&self) -> Option<Checkpointer> {
-        let path = self.sqlite_path.as_deref()?;
-        Some(self.writer.checkpointer(path))
+        match &*self.location {
+            DatabaseLocation::Sqlite(path) => Some(self.writer.checkpointer(path)),
+            DatabaseLocation::Postgres(_) => None,
+        }
     }
 
     pub fn is_shared(&self) -> bool {

@@ -9,7 +9,7 @@ use std::time::Duration;
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use futures::StreamExt;
 
-use super::{DueEntry, Storage, StorageError, rows};
+use super::{DatabaseLocation, DueEntry, Storage, StorageError, rows};
 use crate::domain::PostId;
 
 /// Written by the `posts` triggers: `"<id> <next attempt µs>"`.
@@ -44,7 +44,7 @@ pub struct Listener {
 impl Storage {
     /// Opens a listening connection (PostgreSQL only).
     pub async fn listen(&self) -> Result<Listener, StorageError> {
-        let Some(url) = &self.postgres_url else {
+        let DatabaseLocation::Postgres(url) = &*self.location else {
             return Err(StorageError::Unavailable(
                 "notifications need PostgreSQL".to_owned(),
             ));

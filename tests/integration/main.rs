@@ -315,6 +315,21 @@ fn bulk(
     }
 }
 
+/// `count` posts an hour apart from 2027-06-01 00:00 UTC.
+fn hourly_bulk(count: usize) -> pb::BulkScheduleRequest {
+    let mut request = bulk(
+        pb::recurrence::Pattern::EveryNHours,
+        "2027-06-01",
+        "00:00",
+        "UTC",
+        count,
+    );
+    if let Some(recurrence) = request.recurrence.as_mut() {
+        recurrence.interval_hours = 1;
+    }
+    request
+}
+
 async fn count_posts(app: &TestApp, business: &str) -> usize {
     app.client
         .clone()
@@ -1019,16 +1034,7 @@ async fn a_post_beyond_the_horizon_is_read_in_and_fires_on_time() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bulk_request_of_the_largest_size_is_saved_whole() {
     let app = spawn_app().await;
-    let mut request = bulk(
-        pb::recurrence::Pattern::EveryNHours,
-        "2027-06-01",
-        "00:00",
-        "UTC",
-        10_000,
-    );
-    if let Some(recurrence) = request.recurrence.as_mut() {
-        recurrence.interval_hours = 1;
-    }
+    let request = hourly_bulk(10_000);
     let response = app
         .client
         .clone()
@@ -1094,16 +1100,7 @@ async fn concurrent_creates_with_one_request_id_schedule_one_post_and_spare_the_
 async fn timers_are_read_in_pages_that_miss_and_repeat_nothing() {
     use punctual::storage::{Storage, StorageOptions};
     let app = spawn_app().await;
-    let mut request = bulk(
-        pb::recurrence::Pattern::EveryNHours,
-        "2027-06-01",
-        "00:00",
-        "UTC",
-        10_000,
-    );
-    if let Some(recurrence) = request.recurrence.as_mut() {
-        recurrence.interval_hours = 1;
-    }
+    let mut request = hourly_bulk(10_000);
     app.client
         .clone()
         .bulk_schedule(request.clone())
@@ -1152,17 +1149,11 @@ async fn the_server_copies_sqlites_log_into_the_database_file_after_writes() {
     };
     let file_len = |path: &std::path::Path| std::fs::metadata(path).map_or(0, |meta| meta.len());
     let before = file_len(&path);
-    let mut request = bulk(
-        pb::recurrence::Pattern::EveryNHours,
-        "2027-06-01",
-        "00:00",
-        "UTC",
-        5_000,
-    );
-    if let Some(recurrence) = request.recurrence.as_mut() {
-        recurrence.interval_hours = 1;
-    }
-    app.client.clone().bulk_schedule(request).await.unwrap();
+    app.client
+        .clone()
+        .bulk_schedule(hourly_bulk(5_000))
+        .await
+        .unwrap();
     // 5,000 posts are a few MiB of log, far below the 10,000 pages at which
     // the committing writer would copy the log itself.
     let deadline = tokio::time::Instant::now() + WAIT;
