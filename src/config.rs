@@ -37,6 +37,9 @@ pub enum Command {
     HashToken(crate::cli::admin::HashTokenArgs),
     /// Probe a server's gRPC health; exit 0 when it is SERVING, 1 otherwise.
     HealthCheck(crate::cli::admin::HealthCheckArgs),
+    /// Write the API's encoded FileDescriptorSet (the .proto files and their
+    /// imports) to standard output or a file; needs no server.
+    Descriptor(crate::cli::descriptor::DescriptorArgs),
     /// The client commands (`schedule`, `list`, `calendar`, …), talking to a
     /// running server.
     #[command(flatten)]

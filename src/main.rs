@@ -23,6 +23,7 @@ fn main() -> ExitCode {
         },
         Command::HashToken(args) => punctual::cli::admin::hash_token(args),
         Command::HealthCheck(args) => punctual::cli::admin::health_check(args),
+        Command::Descriptor(args) => punctual::cli::descriptor::descriptor(args),
         Command::Client(command) => punctual::cli::run(*command),
     }
 }

@@ -15,7 +15,8 @@
 //! - [`json`]: the JSON form of every response;
 //! - [`error`]: what can go wrong and how it is reported;
 //! - [`posts`], [`queue`], [`slots`], [`calendar`]: the commands themselves;
-//! - [`admin`]: the operator commands `hash-token` and `health-check`.
+//! - [`admin`]: the operator commands `hash-token` and `health-check`;
+//! - [`descriptor`]: `descriptor`, the API's descriptor set (no server).
 //!
 //! The CLI converts only what it must (instants into timestamps, the zone it
 //! displays in) and passes everything the server interprets — zone names,
@@ -24,6 +25,7 @@
 
 pub mod admin;
 pub mod calendar;
+pub mod descriptor;
 pub mod error;
 pub mod json;
 pub mod output;
