@@ -318,10 +318,18 @@ impl Application {
         );
         // The size bound applies to each decoded message, before it is
         // buffered; the interceptor runs before the message is read at all.
+        // Answers are bounded by construction (views, pages cut by size) to
+        // fit the 4 MiB that gRPC clients accept by default; the send limit
+        // is the backstop. gzip is accepted, and used for answers when the
+        // caller says it accepts it.
         let scheduler = tonic::service::interceptor::InterceptedService::new(
-            SchedulerServer::new(api).max_decoding_message_size(
-                usize::try_from(config.max_request_bytes).unwrap_or(usize::MAX),
-            ),
+            SchedulerServer::new(api)
+                .max_decoding_message_size(
+                    usize::try_from(config.max_request_bytes).unwrap_or(usize::MAX),
+                )
+                .max_encoding_message_size(crate::grpc::MAX_MESSAGE_BYTES)
+                .accept_compressed(tonic::codec::CompressionEncoding::Gzip)
+                .send_compressed(tonic::codec::CompressionEncoding::Gzip),
             AuthInterceptor::new(authenticator),
         );
         let server_shutdown = shutdown.clone();

@@ -193,7 +193,7 @@ async fn schedule_show_list_and_cancel() {
     let shown = server.json(&["show", &id]).await;
     assert_eq!(shown["id"], id.as_str());
     assert_eq!(shown["status"], "SCHEDULED");
-    assert_eq!(shown["payload"]["text"], "Hello");
+    assert_eq!(shown["payload_json"], r#"{"text":"Hello"}"#);
     assert_eq!(
         shown["scheduled_for"],
         format!("{year}-10-15T12:00:00Z").as_str()

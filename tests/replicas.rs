@@ -913,6 +913,7 @@ async fn a_watcher_on_one_replica_sees_every_replicas_events() {
         .await
         .watch_events(pb::WatchEventsRequest {
             business_id: String::new(),
+            ..Default::default()
         })
         .await
         .expect("watch through the second replica")

@@ -118,6 +118,7 @@ async fn one_run(
             let clock = Instant::now();
             let call = client.get_schedule(punctual::grpc::pb::GetScheduleRequest {
                 id: probe_id.clone(),
+                ..Default::default()
             });
             let ok = matches!(
                 tokio::time::timeout(Duration::from_secs(10), call).await,

@@ -4,7 +4,6 @@
 //! service, gRPC clients, and readings of the server's memory and CPU time
 //! from /proc.
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -723,21 +722,8 @@ pub fn truncate_to_micros(instant: DateTime<Utc>) -> DateTime<Utc> {
 }
 
 /// A small, typical payload.
-pub fn payload() -> prost_types::Struct {
-    use prost_types::value::Kind;
-    let text = |s: &str| prost_types::Value {
-        kind: Some(Kind::StringValue(s.to_owned())),
-    };
-    let mut fields = BTreeMap::new();
-    fields.insert(
-        "text".to_owned(),
-        text("Our autumn collection is here. Come and see it in store this weekend!"),
-    );
-    fields.insert(
-        "media_url".to_owned(),
-        text("https://cdn.example.com/media/autumn-collection.jpg"),
-    );
-    prost_types::Struct { fields }
+pub fn payload() -> String {
+    r#"{"media_url":"https://cdn.example.com/media/autumn-collection.jpg","text":"Our autumn collection is here. Come and see it in store this weekend!"}"#.to_owned()
 }
 
 pub fn create_request(
@@ -749,7 +735,7 @@ pub fn create_request(
         business_id: business.to_owned(),
         content_id: format!("content-{index}"),
         platform: "instagram".to_owned(),
-        payload: Some(payload()),
+        payload_json: payload(),
         when: Some(pb::create_schedule_request::When::ScheduledFor(timestamp(
             at,
         ))),
@@ -865,7 +851,7 @@ pub async fn bulk_hourly(
         business_id: business.to_owned(),
         platform: "linkedin".into(),
         content_ids: (0..size).map(|i| format!("{content_prefix}-{i}")).collect(),
-        payload: Some(payload()),
+        payload_json: payload(),
         recurrence: Some(pb::Recurrence {
             pattern: pb::recurrence::Pattern::EveryNHours as i32,
             start_date: start_date.to_owned(),

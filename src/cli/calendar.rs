@@ -444,13 +444,13 @@ mod tests {
                         let text = date.format("%Y-%m-%d").to_string();
                         pb::CalendarDay {
                             weekday: match date.weekday() {
-                                Weekday::Mon => pb::Weekday::Monday,
-                                Weekday::Tue => pb::Weekday::Tuesday,
-                                Weekday::Wed => pb::Weekday::Wednesday,
-                                Weekday::Thu => pb::Weekday::Thursday,
-                                Weekday::Fri => pb::Weekday::Friday,
-                                Weekday::Sat => pb::Weekday::Saturday,
-                                Weekday::Sun => pb::Weekday::Sunday,
+                                Weekday::Mon => pb::DayOfWeek::Monday,
+                                Weekday::Tue => pb::DayOfWeek::Tuesday,
+                                Weekday::Wed => pb::DayOfWeek::Wednesday,
+                                Weekday::Thu => pb::DayOfWeek::Thursday,
+                                Weekday::Fri => pb::DayOfWeek::Friday,
+                                Weekday::Sat => pb::DayOfWeek::Saturday,
+                                Weekday::Sun => pb::DayOfWeek::Sunday,
                             }
                             .into(),
                             in_month: date.month() == 10,
@@ -465,6 +465,7 @@ mod tests {
                                     status: (*status).into(),
                                     content_id: (*content).to_owned(),
                                     scheduled_for: None,
+                                    ..Default::default()
                                 })
                                 .collect(),
                             date: text,

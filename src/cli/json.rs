@@ -1,13 +1,12 @@
-//! The JSON form of every response (`--output json`), and the payload the
-//! user types as JSON. prost messages do not implement `Serialize`, so each
-//! message has an explicit conversion here: fields keep their proto names,
-//! enums are written by name (`"SCHEDULED"`; the number if unknown),
-//! timestamps as RFC 3339 UTC strings (`null` when absent), and payloads as
-//! plain JSON objects.
+//! The JSON form of every response (`--output json`). prost messages do not
+//! implement `Serialize`, so each message has an explicit conversion here:
+//! fields keep their proto names, enums are written by name (`"SCHEDULED"`;
+//! the number if unknown), timestamps as RFC 3339 UTC strings (`null` when
+//! absent), and payloads as the JSON text the server holds
+//! (`payload_json`), never re-encoded.
 
 use chrono::SecondsFormat;
-use prost_types::value::Kind;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 use super::time::from_timestamp;
 use crate::grpc::pb;
@@ -34,7 +33,7 @@ pub fn status_name(status: i32) -> Option<&'static str> {
 
 /// `MONDAY`, `TUESDAY`, …
 pub fn weekday_name(weekday: i32) -> Option<&'static str> {
-    pb::Weekday::try_from(weekday)
+    pb::DayOfWeek::try_from(weekday)
         .ok()
         .map(|weekday| weekday.as_str_name())
 }
@@ -60,7 +59,10 @@ pub fn post(post: &pb::ScheduledPost) -> Value {
         "business_id": post.business_id,
         "content_id": post.content_id,
         "platform": post.platform,
-        "payload": post.payload.as_ref().map_or(Value::Null, struct_to_json),
+        // Text, exactly as the server holds it: parsing it here would turn
+        // large integers into doubles.
+        "payload_json": post.payload_json,
+        "labels": post.labels,
         "scheduled_for": timestamp(post.scheduled_for.as_ref()),
         "time_zone": post.time_zone,
         "local_time": post.local_time,
@@ -194,81 +196,9 @@ pub fn suggestions(response: &pb::SuggestTimesResponse) -> Value {
     })
 }
 
-/// A protobuf `Struct` as a JSON object.
-pub fn struct_to_json(value: &prost_types::Struct) -> Value {
-    Value::Object(
-        value
-            .fields
-            .iter()
-            .map(|(key, value)| (key.clone(), value_to_json(value)))
-            .collect::<Map<_, _>>(),
-    )
-}
-
-fn value_to_json(value: &prost_types::Value) -> Value {
-    match &value.kind {
-        None | Some(Kind::NullValue(_)) => Value::Null,
-        Some(Kind::BoolValue(flag)) => Value::Bool(*flag),
-        // NaN and infinities have no JSON form.
-        Some(Kind::NumberValue(number)) => json!(number),
-        Some(Kind::StringValue(text)) => Value::String(text.clone()),
-        Some(Kind::ListValue(list)) => {
-            Value::Array(list.values.iter().map(value_to_json).collect())
-        }
-        Some(Kind::StructValue(inner)) => struct_to_json(inner),
-    }
-}
-
-/// Parses `--payload`: a JSON object.
-pub fn parse_payload(text: &str) -> Result<prost_types::Struct, String> {
-    let value: Value = serde_json::from_str(text)
-        .map_err(|error| format!("invalid --payload: not JSON ({error})"))?;
-    match value {
-        Value::Object(fields) => Ok(object_to_struct(&fields)),
-        _ => Err("invalid --payload: expected a JSON object, e.g. '{\"text\":\"Hello\"}'".into()),
-    }
-}
-
-fn object_to_struct(fields: &Map<String, Value>) -> prost_types::Struct {
-    prost_types::Struct {
-        fields: fields
-            .iter()
-            .map(|(key, value)| (key.clone(), json_to_value(value)))
-            .collect(),
-    }
-}
-
-fn json_to_value(value: &Value) -> prost_types::Value {
-    let kind = match value {
-        Value::Null => Kind::NullValue(0),
-        Value::Bool(flag) => Kind::BoolValue(*flag),
-        // Struct numbers are doubles, as in protobuf's own JSON mapping.
-        Value::Number(number) => Kind::NumberValue(number.as_f64().unwrap_or(f64::NAN)),
-        Value::String(text) => Kind::StringValue(text.clone()),
-        Value::Array(items) => Kind::ListValue(prost_types::ListValue {
-            values: items.iter().map(json_to_value).collect(),
-        }),
-        Value::Object(fields) => Kind::StructValue(object_to_struct(fields)),
-    };
-    prost_types::Value { kind: Some(kind) }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn payload_round_trips() {
-        let text = r#"{"text":"Hello","tags":["a",1.5,true,null],"nested":{"n":2}}"#;
-        let parsed = parse_payload(text).unwrap();
-        let back = struct_to_json(&parsed);
-        assert_eq!(
-            back,
-            json!({"text":"Hello","tags":["a",1.5,true,null],"nested":{"n":2.0}})
-        );
-        assert!(parse_payload("[1]").unwrap_err().contains("JSON object"));
-        assert!(parse_payload("{").unwrap_err().contains("not JSON"));
-    }
 
     #[test]
     fn posts_use_proto_names_and_rfc3339() {

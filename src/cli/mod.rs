@@ -65,6 +65,8 @@ pub enum ClientCommand {
     Reschedule(posts::RescheduleArgs),
     /// Cancel a pending post.
     Cancel(posts::CancelArgs),
+    /// Publish a pending post at once (same id, same idempotency key).
+    RunNow(posts::RunNowArgs),
     /// Schedule one post per content id following a recurrence.
     Bulk(posts::BulkArgs),
     /// Draw a month (or a week) of posts as a calendar.
@@ -130,6 +132,7 @@ impl ClientCommand {
             ClientCommand::Show(args) => &args.common,
             ClientCommand::Reschedule(args) => &args.common,
             ClientCommand::Cancel(args) => &args.common,
+            ClientCommand::RunNow(args) => &args.common,
             ClientCommand::Bulk(args) => &args.common,
             ClientCommand::Calendar(args) => &args.common,
             ClientCommand::Queue(args) => &args.common,
@@ -168,6 +171,7 @@ async fn execute(command: ClientCommand) -> Result<(), CliError> {
         ClientCommand::Show(args) => posts::show(&session, args).await,
         ClientCommand::Reschedule(args) => posts::reschedule(&session, args).await,
         ClientCommand::Cancel(args) => posts::cancel(&session, args).await,
+        ClientCommand::RunNow(args) => posts::run_now(&session, args).await,
         ClientCommand::Bulk(args) => posts::bulk(&session, args).await,
         ClientCommand::Watch(args) => posts::watch(&session, args).await,
         ClientCommand::Calendar(args) => calendar::calendar(&session, args).await,
@@ -227,8 +231,13 @@ impl Session {
     pub async fn connect(common: &CommonArgs) -> Result<Session, CliError> {
         let token = BearerToken::new(common.token.as_deref())?;
         let channel = connect_channel(&common.server).await?;
+        // The CLI receives what the server sends at most (4 MiB, the
+        // default of every gRPC client), and asks for gzip answers.
+        let client = SchedulerClient::with_interceptor(channel, token)
+            .max_decoding_message_size(crate::grpc::MAX_MESSAGE_BYTES)
+            .accept_compressed(tonic::codec::CompressionEncoding::Gzip);
         Ok(Session {
-            client: SchedulerClient::with_interceptor(channel, token),
+            client,
             output: common.output,
             view: View::for_stdout(common.tz.unwrap_or_else(time::system_zone)),
         })
@@ -295,30 +304,30 @@ pub enum WeekdayArg {
 }
 
 impl WeekdayArg {
-    pub fn to_proto(self) -> pb::Weekday {
+    pub fn to_proto(self) -> pb::DayOfWeek {
         match self {
-            WeekdayArg::Mon => pb::Weekday::Monday,
-            WeekdayArg::Tue => pb::Weekday::Tuesday,
-            WeekdayArg::Wed => pb::Weekday::Wednesday,
-            WeekdayArg::Thu => pb::Weekday::Thursday,
-            WeekdayArg::Fri => pb::Weekday::Friday,
-            WeekdayArg::Sat => pb::Weekday::Saturday,
-            WeekdayArg::Sun => pb::Weekday::Sunday,
+            WeekdayArg::Mon => pb::DayOfWeek::Monday,
+            WeekdayArg::Tue => pb::DayOfWeek::Tuesday,
+            WeekdayArg::Wed => pb::DayOfWeek::Wednesday,
+            WeekdayArg::Thu => pb::DayOfWeek::Thursday,
+            WeekdayArg::Fri => pb::DayOfWeek::Friday,
+            WeekdayArg::Sat => pb::DayOfWeek::Saturday,
+            WeekdayArg::Sun => pb::DayOfWeek::Sunday,
         }
     }
 }
 
 /// `Mon`, `Tue`, … for people; `?` for an unknown or unspecified day.
 pub fn weekday_label(weekday: i32) -> &'static str {
-    match pb::Weekday::try_from(weekday) {
-        Ok(pb::Weekday::Monday) => "Mon",
-        Ok(pb::Weekday::Tuesday) => "Tue",
-        Ok(pb::Weekday::Wednesday) => "Wed",
-        Ok(pb::Weekday::Thursday) => "Thu",
-        Ok(pb::Weekday::Friday) => "Fri",
-        Ok(pb::Weekday::Saturday) => "Sat",
-        Ok(pb::Weekday::Sunday) => "Sun",
-        Ok(pb::Weekday::Unspecified) | Err(_) => "?",
+    match pb::DayOfWeek::try_from(weekday) {
+        Ok(pb::DayOfWeek::Monday) => "Mon",
+        Ok(pb::DayOfWeek::Tuesday) => "Tue",
+        Ok(pb::DayOfWeek::Wednesday) => "Wed",
+        Ok(pb::DayOfWeek::Thursday) => "Thu",
+        Ok(pb::DayOfWeek::Friday) => "Fri",
+        Ok(pb::DayOfWeek::Saturday) => "Sat",
+        Ok(pb::DayOfWeek::Sunday) => "Sun",
+        Ok(pb::DayOfWeek::Unspecified) | Err(_) => "?",
     }
 }
 

@@ -39,9 +39,12 @@ pub struct ScheduleArgs {
     /// IANA zone the post is planned in, e.g. Europe/Paris.
     #[arg(long, value_name = "ZONE")]
     pub zone: Option<String>,
-    /// JSON object forwarded to the publisher.
+    /// JSON object forwarded to the publisher byte for byte.
     #[arg(long, value_name = "JSON")]
     pub payload: Option<String>,
+    /// A label of the post (repeat for several).
+    #[arg(long = "label", value_name = "KEY=VALUE", value_parser = parse_label)]
+    pub labels: Vec<(String, String)>,
     /// Idempotency key: retrying with the same key returns the first post.
     #[arg(long)]
     pub request_id: Option<String>,
@@ -92,6 +95,12 @@ pub struct ListArgs {
     /// Only posts due before this time (RFC 3339, or local in --tz).
     #[arg(long, value_name = "TIME")]
     pub to: Option<String>,
+    /// Only posts with these labels, e.g. 'labels.campaign = "spring"'.
+    #[arg(long, value_name = "FILTER")]
+    pub filter: Option<String>,
+    /// Show payloads and attempt histories too.
+    #[arg(long)]
+    pub full: bool,
     /// Posts per page (server default 100, at most 1000).
     #[arg(long, value_name = "N")]
     pub page_size: Option<i32>,
@@ -101,6 +110,17 @@ pub struct ListArgs {
     /// Follow the page tokens and print every post.
     #[arg(long)]
     pub all: bool,
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct RunNowArgs {
+    /// The post's id.
+    pub id: String,
+    /// Run it only if the post is still at this version.
+    #[arg(long, value_name = "V")]
+    pub expected_version: Option<i64>,
     #[command(flatten)]
     pub common: CommonArgs,
 }
@@ -227,6 +247,12 @@ pub struct BulkArgs {
     /// JSON object forwarded to the publisher with every post.
     #[arg(long, value_name = "JSON")]
     pub payload: Option<String>,
+    /// A label of every post (repeat for several).
+    #[arg(long = "label", value_name = "KEY=VALUE", value_parser = parse_label)]
+    pub labels: Vec<(String, String)>,
+    /// Answer every field of every post, not only ids and instants.
+    #[arg(long)]
+    pub full: bool,
     /// Idempotency key for the whole batch.
     #[arg(long)]
     pub request_id: Option<String>,
@@ -264,7 +290,8 @@ pub async fn schedule(session: &Session, args: ScheduleArgs) -> Result<(), CliEr
         business_id: args.business,
         content_id: args.content,
         platform: args.platform,
-        payload: payload(args.payload.as_deref())?,
+        payload_json: args.payload.unwrap_or_default(),
+        labels: args.labels.into_iter().collect(),
         when: Some(when),
         time_zone,
         dst_gap_policy: args.dst.gap().into(),
@@ -297,6 +324,13 @@ pub async fn list(session: &Session, args: ListArgs) -> Result<(), CliError> {
         platform: args.platform.unwrap_or_default(),
         page_size: args.page_size.unwrap_or(0),
         page_token: String::new(),
+        view: if args.full {
+            pb::ScheduleView::Full
+        } else {
+            pb::ScheduleView::Basic
+        }
+        .into(),
+        filter: args.filter.unwrap_or_default(),
     };
     let (schedules, next_page_token) = collect_pages(
         args.page_token.unwrap_or_default(),
@@ -321,7 +355,10 @@ pub async fn list(session: &Session, args: ListArgs) -> Result<(), CliError> {
 }
 
 pub async fn show(session: &Session, args: ShowArgs) -> Result<(), CliError> {
-    let request = pb::GetScheduleRequest { id: args.id };
+    let request = pb::GetScheduleRequest {
+        id: args.id,
+        view: pb::ScheduleView::Full.into(),
+    };
     let post = session.client().get_schedule(request).await?.into_inner();
     session.emit(&post)
 }
@@ -374,7 +411,14 @@ pub async fn bulk(session: &Session, args: BulkArgs) -> Result<(), CliError> {
         business_id: args.business,
         platform: args.platform,
         content_ids: args.content,
-        payload: payload(args.payload.as_deref())?,
+        payload_json: args.payload.unwrap_or_default(),
+        labels: args.labels.into_iter().collect(),
+        view: if args.full {
+            pb::ScheduleView::Full
+        } else {
+            pb::ScheduleView::Summary
+        }
+        .into(),
         recurrence: Some(pb::Recurrence {
             pattern: args.pattern.to_proto().into(),
             start_date: args.start_date,
@@ -400,6 +444,7 @@ pub async fn bulk(session: &Session, args: BulkArgs) -> Result<(), CliError> {
 pub async fn watch(session: &Session, args: WatchArgs) -> Result<(), CliError> {
     let request = pb::WatchEventsRequest {
         business_id: args.business.unwrap_or_default(),
+        view: pb::ScheduleView::Full.into(),
     };
     let mut events = session.client().watch_events(request).await?.into_inner();
     let interrupted = tokio::signal::ctrl_c();
@@ -418,11 +463,21 @@ pub async fn watch(session: &Session, args: WatchArgs) -> Result<(), CliError> {
     }
 }
 
-/// Reads `--payload`.
-fn payload(text: Option<&str>) -> Result<Option<prost_types::Struct>, CliError> {
-    text.map(json::parse_payload)
-        .transpose()
-        .map_err(CliError::Usage)
+/// Reads one `--label KEY=VALUE`; the server checks the key and value.
+fn parse_label(text: &str) -> Result<(String, String), String> {
+    text.split_once('=')
+        .map(|(key, value)| (key.to_owned(), value.to_owned()))
+        .ok_or_else(|| format!("expected KEY=VALUE, got {text:?}"))
+}
+
+/// Publishes a pending post at once.
+pub async fn run_now(session: &Session, args: RunNowArgs) -> Result<(), CliError> {
+    let request = pb::RunNowRequest {
+        id: args.id,
+        expected_version: args.expected_version,
+    };
+    let post = session.client().run_now(request).await?.into_inner();
+    session.emit(&post)
 }
 
 /// Fetches the page at `first_token` and, with `all`, every page after it.
@@ -512,10 +567,17 @@ impl Render for pb::ScheduledPost {
         } else {
             format!("{} {}", self.local_time, self.time_zone)
         };
-        let payload = self.payload.as_ref().map_or_else(
-            || "-".to_owned(),
-            |payload| json::struct_to_json(payload).to_string(),
-        );
+        let labels = if self.labels.is_empty() {
+            "-".to_owned()
+        } else {
+            let mut labels: Vec<String> = self
+                .labels
+                .iter()
+                .map(|(key, value)| format!("{key}={value}"))
+                .collect();
+            labels.sort_unstable();
+            labels.join(", ")
+        };
         let mut text = fields(&[
             ("ID", or_dash(&self.id)),
             ("Business", self.business_id.clone()),
@@ -544,7 +606,8 @@ impl Render for pb::ScheduledPost {
             ("Version", self.version.to_string()),
             ("Created", show_timestamp(self.create_time.as_ref(), zone)),
             ("Updated", show_timestamp(self.update_time.as_ref(), zone)),
-            ("Payload", payload),
+            ("Labels", labels),
+            ("Payload", or_dash(&self.payload_json)),
         ]);
         if !self.attempt_history.is_empty() {
             let started = format!("STARTED ({zone})");

@@ -68,6 +68,9 @@ pub struct RequeueArgs {
     /// Publish at once (the default).
     #[arg(long)]
     pub now: bool,
+    /// Requeue only if the post is still at this version.
+    #[arg(long, value_name = "V")]
+    pub expected_version: Option<i64>,
     #[command(flatten)]
     pub common: CommonArgs,
 }
@@ -76,6 +79,9 @@ pub struct RequeueArgs {
 pub struct DiscardArgs {
     /// The post's id.
     pub id: String,
+    /// Discard only if the post is still at this version.
+    #[arg(long, value_name = "V")]
+    pub expected_version: Option<i64>,
     #[command(flatten)]
     pub common: CommonArgs,
 }
@@ -155,6 +161,7 @@ pub async fn dead_letters(session: &Session, command: DeadLetterCommand) -> Resu
                 business_id: args.business.unwrap_or_default(),
                 page_size: args.page_size.unwrap_or(0),
                 page_token: String::new(),
+                view: pb::ScheduleView::Full.into(),
             };
             let (schedules, next_page_token) = collect_pages(
                 args.page_token.unwrap_or_default(),
@@ -188,6 +195,7 @@ pub async fn dead_letters(session: &Session, command: DeadLetterCommand) -> Resu
                 id: args.id,
                 now: at.is_none(),
                 at,
+                expected_version: args.expected_version,
             };
             let post = session
                 .client()
@@ -197,7 +205,10 @@ pub async fn dead_letters(session: &Session, command: DeadLetterCommand) -> Resu
             session.emit(&post)
         }
         DeadLetterCommand::Discard(args) => {
-            let request = pb::DiscardDeadLetterRequest { id: args.id };
+            let request = pb::DiscardDeadLetterRequest {
+                id: args.id,
+                expected_version: args.expected_version,
+            };
             let post = session
                 .client()
                 .discard_dead_letter(request)

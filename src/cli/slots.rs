@@ -183,11 +183,11 @@ mod tests {
     #[test]
     fn slots_parse() {
         let slot = parse_slot("Mon@09:00").unwrap();
-        assert_eq!(slot.weekday, pb::Weekday::Monday as i32);
+        assert_eq!(slot.weekday, pb::DayOfWeek::Monday as i32);
         assert_eq!(slot.local_time, "09:00");
         assert_eq!(
             parse_slot("thursday@12:30").unwrap().weekday,
-            pb::Weekday::Thursday as i32
+            pb::DayOfWeek::Thursday as i32
         );
         assert!(parse_slot("mon 09:00").is_err());
         assert!(parse_slot("moon@09:00").is_err());

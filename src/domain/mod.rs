@@ -3,10 +3,16 @@
 //! HTTP; the other layers convert to and from these types.
 
 pub mod calendar;
+pub mod error;
+pub mod labels;
+pub mod payload;
 pub mod post;
 pub mod recurrence;
 pub mod slots;
 pub mod suggest;
 pub mod time;
 
+pub use error::*;
+pub use labels::*;
+pub use payload::*;
 pub use post::*;

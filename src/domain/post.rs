@@ -7,29 +7,12 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::time::TimeZone;
+use super::{FieldError, Labels, Payload};
 
 /// Longest business, content or request id accepted.
 pub const MAX_ID_LEN: usize = 128;
 /// Longest platform name accepted.
 pub const MAX_PLATFORM_LEN: usize = 32;
-
-/// A problem with one field of a request; `field` names it as the caller
-/// wrote it so the error can point at it.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{field}: {message}")]
-pub struct FieldError {
-    pub field: String,
-    pub message: String,
-}
-
-impl FieldError {
-    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
-        Self {
-            field: field.into(),
-            message: message.into(),
-        }
-    }
-}
 
 /// Server-assigned post id. UUIDv7, so ids sort roughly by creation time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -228,8 +211,10 @@ pub struct Post {
     pub business_id: String,
     pub content_id: String,
     pub platform: String,
-    /// A JSON object forwarded to the publisher unchanged.
-    pub payload: serde_json::Value,
+    /// A JSON object forwarded to the publisher byte for byte.
+    pub payload: Payload,
+    /// The caller's labels, for filtering and display.
+    pub labels: Labels,
     /// The instant the caller asked for (microsecond precision).
     pub scheduled_for: DateTime<Utc>,
     /// The zone the caller thinks in; used to show `scheduled_for` back.
@@ -252,6 +237,59 @@ pub struct Post {
     /// The W3C `traceparent` of the call that created the post, kept so
     /// that its publish attempts can be linked to that trace. Opaque here.
     pub trace_parent: Option<String>,
+}
+
+/// How much of a post an answer carries (AIP-157 views).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PostView {
+    /// Identity and timing: id, content id, instant, zone, local time,
+    /// status and version.
+    Summary,
+    /// Every field but the payload and the attempt history.
+    Basic,
+    /// Every field.
+    #[default]
+    Full,
+}
+
+impl PostView {
+    pub fn has_payload(self) -> bool {
+        self == Self::Full
+    }
+}
+
+impl Post {
+    /// About how many bytes the post takes in an answer in `view`: its
+    /// variable-length fields plus an allowance for the fixed ones and
+    /// their framing. Pages and batches are sized with it so that an
+    /// answer fits in a message.
+    pub fn answer_size(&self, view: PostView) -> usize {
+        const SUMMARY_FIXED_FIELDS: usize = 160;
+        const FIXED_FIELDS: usize = 320;
+        const PER_LABEL: usize = 8;
+        const PER_ATTEMPT: usize = 64;
+        if view == PostView::Summary {
+            return SUMMARY_FIXED_FIELDS + self.content_id.len() + self.time_zone.name().len();
+        }
+        let mut size = FIXED_FIELDS
+            + self.business_id.len()
+            + self.content_id.len()
+            + self.platform.len()
+            + self.time_zone.name().len()
+            + self.last_error.as_ref().map_or(0, String::len)
+            + self.external_id.as_ref().map_or(0, String::len)
+            + self.labels.byte_len()
+            + PER_LABEL * self.labels.iter().count();
+        if view == PostView::Full {
+            size += self.payload.len()
+                + self
+                    .attempt_history
+                    .iter()
+                    .map(|attempt| PER_ATTEMPT + attempt.error.as_ref().map_or(0, String::len))
+                    .sum::<usize>();
+        }
+        size
+    }
 }
 
 /// How one publish attempt ended.

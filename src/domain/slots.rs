@@ -25,6 +25,7 @@
 //! Nothing here panics on any input; every date step is checked, and work is
 //! bounded whatever range the caller asks about.
 
+use super::echo;
 use std::cmp::Ordering;
 use std::collections::BTreeSet;
 use std::fmt;
@@ -487,18 +488,6 @@ fn saturating_add_days(date: NaiveDate, days: Days) -> NaiveDate {
 
 fn saturating_sub_days(date: NaiveDate, days: Days) -> NaiveDate {
     date.checked_sub_days(days).unwrap_or(NaiveDate::MIN)
-}
-
-/// The input as repeated in an error message, shortened if very long: slot
-/// errors travel back to clients in a gRPC status header.
-fn echo(input: &str) -> String {
-    const MAX_ECHOED_CHARS: usize = 64;
-    let mut chars = input.chars();
-    let mut shown: String = chars.by_ref().take(MAX_ECHOED_CHARS).collect();
-    if chars.next().is_some() {
-        shown.push('…');
-    }
-    shown
 }
 
 #[cfg(test)]

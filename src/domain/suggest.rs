@@ -64,6 +64,7 @@
 //! Nothing here panics on any input: bad or absurd parameters give an empty
 //! or shorter result, and weights that are not finite count as 0.
 
+use super::echo;
 use std::collections::BTreeSet;
 
 use chrono::{
@@ -529,18 +530,6 @@ const WEEK: [Weekday; 7] = [
     Weekday::Sat,
     Weekday::Sun,
 ];
-
-/// The input as repeated in an error message, shortened if very long: prior
-/// errors may travel back to clients in a gRPC status header.
-fn echo(input: &str) -> String {
-    const MAX_ECHOED_CHARS: usize = 64;
-    let mut chars = input.chars();
-    let mut shown: String = chars.by_ref().take(MAX_ECHOED_CHARS).collect();
-    if chars.next().is_some() {
-        shown.push('…');
-    }
-    shown
-}
 
 #[cfg(test)]
 mod tests {

@@ -16,6 +16,7 @@
 //! supported range of dates (roughly ±262,000 years) is checked and reported
 //! as [`TimeError::OutOfRange`].
 
+use super::echo;
 use std::fmt;
 
 use chrono::{
@@ -29,11 +30,6 @@ use chrono_tz::{GapInfo, OffsetName, Tz};
 const LOCAL_DATETIME_FORMAT: &str = "expected YYYY-MM-DDTHH:MM, YYYY-MM-DDTHH:MM:SS or YYYY-MM-DDTHH:MM:SS.fffffffff, e.g. \"2025-10-15T14:00\"";
 const DATE_FORMAT: &str = "expected YYYY-MM-DD, e.g. \"2025-10-15\"";
 const TIME_OF_DAY_FORMAT: &str = "expected HH:MM or HH:MM:SS on a 24-hour clock, e.g. \"09:30\"";
-
-/// How much of a rejected input an error message repeats. Errors travel back
-/// to the client in a gRPC status, whose message rides in a header; echoing a
-/// megabyte of garbage there would turn a clear refusal into a transport error.
-const MAX_ECHOED_CHARS: usize = 64;
 
 /// A valid IANA time zone (parse, don't validate).
 ///
@@ -584,16 +580,6 @@ fn digits(bytes: &[u8]) -> Option<u32> {
 /// `-hh:mm` offset. A plain local time never contains `+` or `-`.
 fn has_utc_offset(time: &[u8]) -> bool {
     matches!(time.last(), Some(b'Z' | b'z')) || time.iter().any(|b| matches!(b, b'+' | b'-'))
-}
-
-/// The input as repeated in an error message, shortened if very long.
-fn echo(input: &str) -> String {
-    let mut chars = input.chars();
-    let mut shown: String = chars.by_ref().take(MAX_ECHOED_CHARS).collect();
-    if chars.next().is_some() {
-        shown.push('…');
-    }
-    shown
 }
 
 #[cfg(test)]

@@ -2,14 +2,13 @@
 //! Malformed wire values become field errors naming the field.
 
 use chrono::{DateTime, Utc};
-use prost_types::value::Kind;
 
 use super::pb;
 use crate::domain::calendar::CalendarView;
 use crate::domain::slots::WeeklySlot;
 use crate::domain::suggest::Suggestion;
 use crate::domain::time::{DstPolicy, GapPolicy, OverlapPolicy, format_local};
-use crate::domain::{FieldError, Post, PostStatus};
+use crate::domain::{FieldError, Labels, Post, PostStatus, PostView};
 use crate::events::{EventKind, PostEvent};
 use crate::scheduler::{
     Calendar, CalendarRequest, MissedPolicy, PatternKind, QueueStats, SchedulerError, SlotsView,
@@ -51,57 +50,34 @@ pub fn optional_timestamp(
         .transpose()
 }
 
-pub fn struct_to_json(value: prost_types::Struct) -> serde_json::Value {
-    serde_json::Value::Object(
-        value
-            .fields
-            .into_iter()
-            .map(|(key, value)| (key, value_to_json(value)))
-            .collect(),
-    )
-}
-
-fn value_to_json(value: prost_types::Value) -> serde_json::Value {
-    match value.kind {
-        None | Some(Kind::NullValue(_)) => serde_json::Value::Null,
-        Some(Kind::BoolValue(b)) => serde_json::Value::Bool(b),
-        Some(Kind::NumberValue(n)) => serde_json::Number::from_f64(n)
-            .map(serde_json::Value::Number)
-            .unwrap_or(serde_json::Value::Null),
-        Some(Kind::StringValue(s)) => serde_json::Value::String(s),
-        Some(Kind::ListValue(list)) => {
-            serde_json::Value::Array(list.values.into_iter().map(value_to_json).collect())
-        }
-        Some(Kind::StructValue(s)) => struct_to_json(s),
+/// The view a request asked for, or `default` when it named none.
+pub fn view_from_proto(value: i32, default: PostView) -> ConvertResult<PostView> {
+    match pb::ScheduleView::try_from(value) {
+        Ok(pb::ScheduleView::Unspecified) => Ok(default),
+        Ok(pb::ScheduleView::Summary) => Ok(PostView::Summary),
+        Ok(pb::ScheduleView::Basic) => Ok(PostView::Basic),
+        Ok(pb::ScheduleView::Full) => Ok(PostView::Full),
+        Err(_) => Err(invalid(
+            "view",
+            format!(
+                "unknown view {value}; use SCHEDULE_VIEW_SUMMARY, SCHEDULE_VIEW_BASIC or SCHEDULE_VIEW_FULL"
+            ),
+        )),
     }
 }
 
-pub fn json_to_struct(value: serde_json::Value) -> Option<prost_types::Struct> {
-    match value {
-        serde_json::Value::Object(map) => Some(prost_types::Struct {
-            fields: map
-                .into_iter()
-                .map(|(key, value)| (key, json_to_value(value)))
-                .collect(),
-        }),
-        _ => None,
-    }
+/// Labels as the request types take them.
+pub fn labels_from_proto(
+    labels: std::collections::HashMap<String, String>,
+) -> Vec<(String, String)> {
+    labels.into_iter().collect()
 }
 
-fn json_to_value(value: serde_json::Value) -> prost_types::Value {
-    let kind = match value {
-        serde_json::Value::Null => Kind::NullValue(0),
-        serde_json::Value::Bool(b) => Kind::BoolValue(b),
-        serde_json::Value::Number(n) => Kind::NumberValue(n.as_f64().unwrap_or(0.0)),
-        serde_json::Value::String(s) => Kind::StringValue(s),
-        serde_json::Value::Array(items) => Kind::ListValue(prost_types::ListValue {
-            values: items.into_iter().map(json_to_value).collect(),
-        }),
-        object @ serde_json::Value::Object(_) => {
-            Kind::StructValue(json_to_struct(object).unwrap_or_default())
-        }
-    };
-    prost_types::Value { kind: Some(kind) }
+fn labels_to_proto(labels: &Labels) -> std::collections::HashMap<String, String> {
+    labels
+        .iter()
+        .map(|(key, value)| (key.to_owned(), value.to_owned()))
+        .collect()
 }
 
 pub fn dst_policy(gap: i32, overlap: i32) -> ConvertResult<DstPolicy> {
@@ -175,31 +151,31 @@ pub fn pattern_from_proto(value: i32) -> ConvertResult<Option<PatternKind>> {
 
 pub fn weekday_from_proto(index: usize, value: i32) -> ConvertResult<chrono::Weekday> {
     use chrono::Weekday as W;
-    match pb::Weekday::try_from(value) {
-        Ok(pb::Weekday::Monday) => Ok(W::Mon),
-        Ok(pb::Weekday::Tuesday) => Ok(W::Tue),
-        Ok(pb::Weekday::Wednesday) => Ok(W::Wed),
-        Ok(pb::Weekday::Thursday) => Ok(W::Thu),
-        Ok(pb::Weekday::Friday) => Ok(W::Fri),
-        Ok(pb::Weekday::Saturday) => Ok(W::Sat),
-        Ok(pb::Weekday::Sunday) => Ok(W::Sun),
-        Ok(pb::Weekday::Unspecified) | Err(_) => Err(invalid(
+    match pb::DayOfWeek::try_from(value) {
+        Ok(pb::DayOfWeek::Monday) => Ok(W::Mon),
+        Ok(pb::DayOfWeek::Tuesday) => Ok(W::Tue),
+        Ok(pb::DayOfWeek::Wednesday) => Ok(W::Wed),
+        Ok(pb::DayOfWeek::Thursday) => Ok(W::Thu),
+        Ok(pb::DayOfWeek::Friday) => Ok(W::Fri),
+        Ok(pb::DayOfWeek::Saturday) => Ok(W::Sat),
+        Ok(pb::DayOfWeek::Sunday) => Ok(W::Sun),
+        Ok(pb::DayOfWeek::Unspecified) | Err(_) => Err(invalid(
             &format!("recurrence.weekdays[{index}]"),
             format!("unknown weekday {value}; use MONDAY to SUNDAY"),
         )),
     }
 }
 
-fn weekday_to_proto(day: chrono::Weekday) -> pb::Weekday {
+fn weekday_to_proto(day: chrono::Weekday) -> pb::DayOfWeek {
     use chrono::Weekday as W;
     match day {
-        W::Mon => pb::Weekday::Monday,
-        W::Tue => pb::Weekday::Tuesday,
-        W::Wed => pb::Weekday::Wednesday,
-        W::Thu => pb::Weekday::Thursday,
-        W::Fri => pb::Weekday::Friday,
-        W::Sat => pb::Weekday::Saturday,
-        W::Sun => pb::Weekday::Sunday,
+        W::Mon => pb::DayOfWeek::Monday,
+        W::Tue => pb::DayOfWeek::Tuesday,
+        W::Wed => pb::DayOfWeek::Wednesday,
+        W::Thu => pb::DayOfWeek::Thursday,
+        W::Fri => pb::DayOfWeek::Friday,
+        W::Sat => pb::DayOfWeek::Saturday,
+        W::Sun => pb::DayOfWeek::Sunday,
     }
 }
 
@@ -259,6 +235,8 @@ pub fn calendar_to_proto(calendar: &Calendar) -> pb::Calendar {
                                 scheduled_for: Some(datetime_to_timestamp(
                                     entry.post.scheduled_for,
                                 )),
+                                labels: labels_to_proto(&entry.post.labels),
+                                version: entry.post.version,
                             })
                             .collect(),
                     })
@@ -351,55 +329,72 @@ pub fn suggestion_to_proto(
     }
 }
 
-/// Takes the post by value: its strings and payload move into the message
-/// (a bulk response carries thousands of posts).
-pub fn post_to_proto(post: Post) -> pb::ScheduledPost {
-    pb::ScheduledPost {
+/// Takes the post by value: its strings move into the message (a bulk
+/// response carries thousands of posts). `view` leaves out what it does
+/// not carry.
+pub fn post_to_proto(post: Post, view: PostView) -> pb::ScheduledPost {
+    let summary = pb::ScheduledPost {
         id: post.id.to_string(),
         local_time: format_local(post.scheduled_for, post.time_zone),
         time_zone: post.time_zone.name().to_owned(),
-        business_id: post.business_id,
         content_id: post.content_id,
-        platform: post.platform,
-        payload: json_to_struct(post.payload),
         scheduled_for: Some(datetime_to_timestamp(post.scheduled_for)),
         status: status_to_proto(post.status) as i32,
+        version: post.version,
+        ..pb::ScheduledPost::default()
+    };
+    if view == PostView::Summary {
+        return summary;
+    }
+    let full = view == PostView::Full;
+    pb::ScheduledPost {
+        business_id: post.business_id,
+        platform: post.platform,
+        payload_json: if full {
+            post.payload.as_str().to_owned()
+        } else {
+            String::new()
+        },
+        labels: labels_to_proto(&post.labels),
         attempts: i32::try_from(post.attempts).unwrap_or(i32::MAX),
         last_error: post.last_error.unwrap_or_default(),
         published_at: post.published_at.map(datetime_to_timestamp),
         external_id: post.external_id.unwrap_or_default(),
-        version: post.version,
         create_time: Some(datetime_to_timestamp(post.create_time)),
         update_time: Some(datetime_to_timestamp(post.update_time)),
         next_attempt_time: Some(datetime_to_timestamp(post.next_attempt_at)),
-        attempt_history: post
-            .attempt_history
-            .into_iter()
-            .map(|record| pb::PublishAttempt {
-                attempt: i32::try_from(record.attempt).unwrap_or(i32::MAX),
-                started_time: Some(datetime_to_timestamp(record.started_at)),
-                latency_ms: i64::try_from(record.latency_ms).unwrap_or(i64::MAX),
-                http_status: record.http_status.map(i32::from).unwrap_or(0),
-                outcome: record.outcome.as_str().to_owned(),
-                error: record.error.unwrap_or_default(),
-            })
-            .collect(),
+        attempt_history: if full {
+            post.attempt_history
+        } else {
+            Vec::new()
+        }
+        .into_iter()
+        .map(|record| pb::PublishAttempt {
+            attempt: i32::try_from(record.attempt).unwrap_or(i32::MAX),
+            started_time: Some(datetime_to_timestamp(record.started_at)),
+            latency_ms: i64::try_from(record.latency_ms).unwrap_or(i64::MAX),
+            http_status: record.http_status.map(i32::from).unwrap_or(0),
+            outcome: record.outcome.as_str().to_owned(),
+            error: record.error.unwrap_or_default(),
+        })
+        .collect(),
+        ..summary
     }
 }
 
 /// A post computed by a dry run has no identity or state yet.
-pub fn planned_post_to_proto(post: Post) -> pb::ScheduledPost {
+pub fn planned_post_to_proto(post: Post, view: PostView) -> pb::ScheduledPost {
     pb::ScheduledPost {
         id: String::new(),
         status: pb::scheduled_post::Status::Unspecified as i32,
         version: 0,
         create_time: None,
         update_time: None,
-        ..post_to_proto(post)
+        ..post_to_proto(post, view)
     }
 }
 
-pub fn event_to_proto(event: &PostEvent) -> pb::ScheduleEvent {
+pub fn event_to_proto(event: &PostEvent, view: PostView) -> pb::ScheduleEvent {
     use pb::schedule_event::Type;
     let kind = match event.kind {
         EventKind::Scheduled => Type::Scheduled,
@@ -413,7 +408,7 @@ pub fn event_to_proto(event: &PostEvent) -> pb::ScheduleEvent {
     };
     pb::ScheduleEvent {
         r#type: kind as i32,
-        schedule: Some(post_to_proto(event.post.clone())),
+        schedule: Some(post_to_proto(event.post.clone(), view)),
         event_time: Some(datetime_to_timestamp(event.at)),
     }
 }
@@ -421,16 +416,6 @@ pub fn event_to_proto(event: &PostEvent) -> pb::ScheduleEvent {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn json_round_trips_through_struct() {
-        let json = serde_json::json!({
-            "text": "hello", "n": 2.5, "ok": true, "none": null,
-            "tags": ["a", "b"], "nested": {"k": "v"}
-        });
-        let back = struct_to_json(json_to_struct(json.clone()).unwrap());
-        assert_eq!(back, json);
-    }
 
     #[test]
     fn bad_timestamps_name_the_field() {

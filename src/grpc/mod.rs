@@ -24,9 +24,10 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
 use crate::auth::Caller;
+use crate::domain::PostView;
 use crate::scheduler::{
-    BulkRequest, CreateRequest, ListRequest, RequeueAt, SchedulerError, SchedulerService,
-    UpdateRequest, When,
+    BulkRequest, CreateRequest, ListRequest, PageRequest, RequeueAt, SchedulerError,
+    SchedulerService, UpdateRequest, When,
 };
 use convert::*;
 
@@ -36,9 +37,32 @@ pub use load::{LoadShedLayer, OverloadError};
 /// Generated protobuf types and service stubs for `punctual.v1`.
 pub mod pb {
     #![allow(clippy::all, missing_docs)]
-    tonic::include_proto!("punctual.v1");
 
-    /// Encoded descriptors of `punctual.v1`, served by gRPC reflection.
+    /// The packages `punctual.v1` imports, at the paths its generated code
+    /// names them by.
+    pub mod google {
+        pub mod api {
+            #![allow(clippy::all, missing_docs)]
+            tonic::include_proto!("google.api");
+        }
+        pub mod r#type {
+            #![allow(clippy::all, missing_docs)]
+            tonic::include_proto!("google.r#type");
+        }
+    }
+
+    pub mod punctual {
+        pub mod v1 {
+            #![allow(clippy::all, missing_docs)]
+            tonic::include_proto!("punctual.v1");
+        }
+    }
+
+    pub use google::r#type::DayOfWeek;
+    pub use punctual::v1::*;
+
+    /// Encoded descriptors of `punctual.v1` and every file it imports,
+    /// served by gRPC reflection and by `punctual descriptor`.
     pub const FILE_DESCRIPTOR_SET: &[u8] =
         include_bytes!(concat!(env!("OUT_DIR"), "/punctual_descriptor.bin"));
 }
@@ -85,6 +109,24 @@ impl SchedulerApi {
     }
 }
 
+/// The largest message the server sends: the default receive limit of
+/// gRPC clients (grpc-go, grpc-python, Punctual's CLI).
+pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
+
+/// The most a list page or a bulk answer may hold, as
+/// [`crate::domain::Post::answer_size`] counts it: enough below the 4 MiB
+/// that gRPC clients accept by default for the encoding's own overhead.
+pub const MAX_ANSWER_BYTES: usize = 3 * 1024 * 1024;
+
+fn page_request(page_size: i32, page_token: String, view: PostView) -> PageRequest {
+    PageRequest {
+        page_size,
+        page_token,
+        max_bytes: MAX_ANSWER_BYTES,
+        view,
+    }
+}
+
 type EventStream = Pin<Box<dyn Stream<Item = Result<pb::ScheduleEvent, Status>> + Send>>;
 
 #[tonic::async_trait]
@@ -110,14 +152,15 @@ impl pb::scheduler_server::Scheduler for SchedulerApi {
                 business_id: request.business_id,
                 content_id: request.content_id,
                 platform: request.platform,
-                payload: request.payload.map(struct_to_json),
+                payload_json: request.payload_json,
+                labels: labels_from_proto(request.labels),
                 when,
                 time_zone: request.time_zone,
                 dst_policy: dst_policy(request.dst_gap_policy, request.dst_overlap_policy)?,
                 request_id: request.request_id,
             })
             .await?;
-        Ok(Response::new(post_to_proto(post)))
+        Ok(Response::new(post_to_proto(post, PostView::Full)))
     }
 
     async fn get_schedule(
@@ -125,9 +168,11 @@ impl pb::scheduler_server::Scheduler for SchedulerApi {
         request: Request<pb::GetScheduleRequest>,
     ) -> Result<Response<pb::ScheduledPost>, Status> {
         let caller = auth::caller_of(&request)?;
-        let post = self.service.get(&request.into_inner().id).await?;
+        let request = request.into_inner();
+        let view = view_from_proto(request.view, PostView::Full)?;
+        let post = self.service.get(&request.id).await?;
         caller.check_business(&post.business_id)?;
-        Ok(Response::new(post_to_proto(post)))
+        Ok(Response::new(post_to_proto(post, view)))
     }
 
     async fn list_schedules(
@@ -142,6 +187,7 @@ impl pb::scheduler_server::Scheduler for SchedulerApi {
             .enumerate()
             .map(|(index, value)| status_from_proto(&format!("statuses[{index}]"), *value))
             .collect::<Result<Vec<_>, _>>()?;
+        let view = view_from_proto(request.view, PostView::Basic)?;
         let page = self
             .service
             .list(ListRequest {
@@ -150,12 +196,16 @@ impl pb::scheduler_server::Scheduler for SchedulerApi {
                 to: optional_timestamp("to_time", request.to_time.as_ref())?,
                 statuses,
                 platform: request.platform,
-                page_size: request.page_size,
-                page_token: request.page_token,
+                filter: request.filter,
+                page: page_request(request.page_size, request.page_token, view),
             })
             .await?;
         Ok(Response::new(pb::ListSchedulesResponse {
-            schedules: page.posts.into_iter().map(post_to_proto).collect(),
+            schedules: page
+                .posts
+                .into_iter()
+                .map(|post| post_to_proto(post, view))
+                .collect(),
             next_page_token: page.next_page_token,
         }))
     }
@@ -178,13 +228,14 @@ impl pb::scheduler_server::Scheduler for SchedulerApi {
                 scheduled_for: optional_timestamp("scheduled_for", request.scheduled_for.as_ref())?,
                 local_time: request.local_time,
                 time_zone: request.time_zone,
-                payload: request.payload.map(struct_to_json),
+                payload_json: request.payload_json,
                 platform: request.platform,
+                labels: labels_from_proto(request.labels),
                 expected_version: request.expected_version,
                 dst_policy: dst_policy(request.dst_gap_policy, request.dst_overlap_policy)?,
             })
             .await?;
-        Ok(Response::new(post_to_proto(post)))
+        Ok(Response::new(post_to_proto(post, PostView::Full)))
     }
 
     async fn cancel_schedule(
@@ -198,7 +249,7 @@ impl pb::scheduler_server::Scheduler for SchedulerApi {
             .service
             .cancel(&request.id, request.expected_version)
             .await?;
-        Ok(Response::new(post_to_proto(post)))
+        Ok(Response::new(post_to_proto(post, PostView::Full)))
     }
 
     async fn bulk_schedule(
@@ -223,13 +274,15 @@ impl pb::scheduler_server::Scheduler for SchedulerApi {
             .map(|(index, value)| weekday_from_proto(index, *value))
             .collect::<Result<Vec<_>, _>>()?;
         let validate_only = request.validate_only;
+        let view = view_from_proto(request.view, PostView::Summary)?;
         let posts = self
             .service
             .bulk(BulkRequest {
                 business_id: request.business_id,
                 platform: request.platform,
                 content_ids: request.content_ids,
-                payload: request.payload.map(struct_to_json),
+                payload_json: request.payload_json,
+                labels: labels_from_proto(request.labels),
                 pattern: pattern_from_proto(recurrence.pattern)?,
                 start_date: recurrence.start_date,
                 local_time: recurrence.local_time,
@@ -240,6 +293,8 @@ impl pb::scheduler_server::Scheduler for SchedulerApi {
                 dst_policy: dst_policy(request.dst_gap_policy, request.dst_overlap_policy)?,
                 validate_only,
                 request_id: request.request_id,
+                view,
+                max_answer_bytes: MAX_ANSWER_BYTES,
             })
             .await?;
         let to_proto = if validate_only {
@@ -248,7 +303,7 @@ impl pb::scheduler_server::Scheduler for SchedulerApi {
             post_to_proto
         };
         Ok(Response::new(pb::BulkScheduleResponse {
-            schedules: posts.into_iter().map(to_proto).collect(),
+            schedules: posts.into_iter().map(|post| to_proto(post, view)).collect(),
         }))
     }
 
@@ -259,7 +314,9 @@ impl pb::scheduler_server::Scheduler for SchedulerApi {
         request: Request<pb::WatchEventsRequest>,
     ) -> Result<Response<Self::WatchEventsStream>, Status> {
         let caller = auth::caller_of(&request)?;
-        let business_id = request.into_inner().business_id.trim().to_owned();
+        let request = request.into_inner();
+        let view = view_from_proto(request.view, PostView::Full)?;
+        let business_id = request.business_id.trim().to_owned();
         if !business_id.is_empty() {
             caller.check_business(&business_id)?;
         }
@@ -279,7 +336,7 @@ impl pb::scheduler_server::Scheduler for SchedulerApi {
                         if (business_id.is_empty() || event.post.business_id == business_id)
                             && caller.may_access(&event.post.business_id) =>
                     {
-                        Some(Ok(event_to_proto(&event)))
+                        Some(Ok(event_to_proto(&event, view)))
                     }
                     Ok(_) => None,
                     Err(BroadcastStreamRecvError::Lagged(missed)) => Some(Err(Status::data_loss(
@@ -320,12 +377,20 @@ impl pb::scheduler_server::Scheduler for SchedulerApi {
         let caller = auth::caller_of(&request)?;
         let request = request.into_inner();
         let business_id = caller.business_filter(&request.business_id)?;
+        let view = view_from_proto(request.view, PostView::Full)?;
         let page = self
             .service
-            .list_dead_letters(&business_id, request.page_size, &request.page_token)
+            .list_dead_letters(
+                &business_id,
+                &page_request(request.page_size, request.page_token, view),
+            )
             .await?;
         Ok(Response::new(pb::ListDeadLettersResponse {
-            schedules: page.posts.into_iter().map(post_to_proto).collect(),
+            schedules: page
+                .posts
+                .into_iter()
+                .map(|post| post_to_proto(post, view))
+                .collect(),
             next_page_token: page.next_page_token,
         }))
     }
@@ -350,8 +415,11 @@ impl pb::scheduler_server::Scheduler for SchedulerApi {
             }
             (None, _) => RequeueAt::Now,
         };
-        let post = self.service.requeue_dead_letter(&request.id, at).await?;
-        Ok(Response::new(post_to_proto(post)))
+        let post = self
+            .service
+            .requeue_dead_letter(&request.id, at, request.expected_version)
+            .await?;
+        Ok(Response::new(post_to_proto(post, PostView::Full)))
     }
 
     async fn discard_dead_letter(
@@ -359,10 +427,27 @@ impl pb::scheduler_server::Scheduler for SchedulerApi {
         request: Request<pb::DiscardDeadLetterRequest>,
     ) -> Result<Response<pb::ScheduledPost>, Status> {
         let caller = auth::caller_of(&request)?;
-        let id = request.into_inner().id;
-        self.authorize_post(&caller, &id).await?;
-        let post = self.service.discard_dead_letter(&id).await?;
-        Ok(Response::new(post_to_proto(post)))
+        let request = request.into_inner();
+        self.authorize_post(&caller, &request.id).await?;
+        let post = self
+            .service
+            .discard_dead_letter(&request.id, request.expected_version)
+            .await?;
+        Ok(Response::new(post_to_proto(post, PostView::Full)))
+    }
+
+    async fn run_now(
+        &self,
+        request: Request<pb::RunNowRequest>,
+    ) -> Result<Response<pb::ScheduledPost>, Status> {
+        let caller = auth::caller_of(&request)?;
+        let request = request.into_inner();
+        self.authorize_post(&caller, &request.id).await?;
+        let post = self
+            .service
+            .run_now(&request.id, request.expected_version)
+            .await?;
+        Ok(Response::new(post_to_proto(post, PostView::Full)))
     }
 
     async fn pause_queue(

@@ -125,7 +125,7 @@ struct WireBody<'a> {
     business_id: &'a str,
     content_id: &'a str,
     platform: &'a str,
-    payload: &'a serde_json::Value,
+    payload: &'a crate::domain::Payload,
     scheduled_for: String,
     attempt: u32,
 }
@@ -677,7 +677,12 @@ mod tests {
             business_id: "biz-1".to_owned(),
             content_id: "content-9".to_owned(),
             platform: "twitter".to_owned(),
-            payload: json!({"text": "héllo ✨", "media": [1, 2], "nested": {"a": null}}),
+            payload: crate::domain::Payload::parse(
+                "payload_json",
+                r#"{"text": "héllo ✨", "media": [1, 2], "nested": {"a": null}}"#,
+                1024,
+            )
+            .unwrap(),
             scheduled_for: Utc
                 .with_ymd_and_hms(2025, 10, 15, 12, 0, 0)
                 .unwrap()

@@ -27,8 +27,8 @@ pub struct PublishRequest {
     pub business_id: String,
     pub content_id: String,
     pub platform: String,
-    /// A JSON object, forwarded unchanged.
-    pub payload: serde_json::Value,
+    /// A JSON object, forwarded byte for byte.
+    pub payload: crate::domain::Payload,
     pub scheduled_for: chrono::DateTime<chrono::Utc>,
     /// 1-based.
     pub attempt: u32,

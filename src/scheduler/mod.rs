@@ -18,7 +18,8 @@ use crate::domain::time::{
     resolve_local,
 };
 use crate::domain::{
-    ExternalId, FieldError, Platform, Post, PostId, PostStatus, truncate_to_micros,
+    ExternalId, FieldError, Labels, Payload, Platform, Post, PostId, PostStatus, PostView,
+    parse_label_filter, truncate_to_micros,
 };
 use crate::engine::EngineHandle;
 use crate::engine::gate::PauseGate;
@@ -105,7 +106,9 @@ pub struct CreateRequest {
     pub business_id: String,
     pub content_id: String,
     pub platform: String,
-    pub payload: Option<serde_json::Value>,
+    /// JSON object text; empty means `{}`.
+    pub payload_json: String,
+    pub labels: Vec<(String, String)>,
     pub when: Option<When>,
     pub time_zone: String,
     pub dst_policy: DstPolicy,
@@ -120,8 +123,12 @@ pub struct UpdateRequest {
     pub scheduled_for: Option<DateTime<Utc>>,
     pub local_time: String,
     pub time_zone: String,
-    pub payload: Option<serde_json::Value>,
+    /// JSON object text; empty means "unchanged" unless the mask names it.
+    pub payload_json: String,
     pub platform: String,
+    /// Replaces every label; empty means "unchanged" unless the mask names
+    /// it.
+    pub labels: Vec<(String, String)>,
     pub expected_version: Option<i64>,
     pub dst_policy: DstPolicy,
 }
@@ -133,8 +140,24 @@ pub struct ListRequest {
     pub to: Option<DateTime<Utc>>,
     pub statuses: Vec<PostStatus>,
     pub platform: String,
+    /// Label conditions (`labels.KEY = "VALUE" AND labels.KEY:*`).
+    pub filter: String,
+    pub page: PageRequest,
+}
+
+/// Which page of a listing to answer, and how large it may be.
+#[derive(Debug, Clone, Default)]
+pub struct PageRequest {
+    /// At most this many posts; 0 for the default.
     pub page_size: i32,
+    /// Where the previous page ended; empty for the first page.
     pub page_token: String,
+    /// How many bytes of posts (as [`Post::answer_size`] counts them) one
+    /// page may hold: the page ends early rather than exceed it, so that
+    /// it fits in a message. 0 for no bound.
+    pub max_bytes: usize,
+    /// How much of each post is answered, which decides its size.
+    pub view: PostView,
 }
 
 #[derive(Debug, Clone)]
@@ -150,7 +173,9 @@ pub struct BulkRequest {
     pub business_id: String,
     pub platform: String,
     pub content_ids: Vec<String>,
-    pub payload: Option<serde_json::Value>,
+    /// JSON object text; empty means `{}`.
+    pub payload_json: String,
+    pub labels: Vec<(String, String)>,
     pub pattern: Option<PatternKind>,
     pub start_date: String,
     pub local_time: String,
@@ -162,6 +187,12 @@ pub struct BulkRequest {
     pub dst_policy: DstPolicy,
     pub validate_only: bool,
     pub request_id: String,
+    /// How much of each post the answer carries.
+    pub view: PostView,
+    /// The largest answer allowed (as [`Post::answer_size`] counts it); a
+    /// batch whose answer would be larger is refused before anything is
+    /// saved. 0 for no bound.
+    pub max_answer_bytes: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -232,7 +263,8 @@ impl SchedulerService {
         let business_id = ExternalId::parse("business_id", &request.business_id)?;
         let content_id = ExternalId::parse("content_id", &request.content_id)?;
         let platform = Platform::parse("platform", &request.platform)?;
-        let payload = self.parse_payload("payload", request.payload)?;
+        let payload = self.parse_payload("payload_json", &request.payload_json)?;
+        let labels = parse_labels(&request.labels)?;
         let request_id = parse_optional_id("request_id", &request.request_id)?;
         let (scheduled_for, time_zone) = match request.when {
             None => {
@@ -265,6 +297,7 @@ impl SchedulerService {
             content_id,
             &platform,
             payload,
+            labels,
             scheduled_for,
             time_zone,
             request_id.map(|id| id.as_str().to_owned()),
@@ -310,19 +343,18 @@ impl SchedulerService {
                 Some(platform) => Some(Platform::parse("platform", &platform)?.as_str().to_owned()),
                 None => None,
             },
+            labels: parse_label_filter("filter", &request.filter)?,
         };
-        self.list_page(filter, request.page_size, &request.page_token)
-            .await
+        self.list_page(filter, &request.page).await
     }
 
     /// One page of a listing with keyset page tokens bound to the filters.
     pub(crate) async fn list_page(
         &self,
         filter: ListFilter,
-        page_size: i32,
-        page_token: &str,
+        page: &PageRequest,
     ) -> Result<ListPage, SchedulerError> {
-        let page_size = match i64::from(page_size) {
+        let page_size = match i64::from(page.page_size) {
             0 => DEFAULT_PAGE_SIZE,
             size if size < 0 => return Err(invalid("page_size", "must not be negative")),
             size => size.min(MAX_PAGE_SIZE),
@@ -333,7 +365,7 @@ impl SchedulerService {
             return Err(invalid("to_time", "must not be before from_time"));
         }
         let fingerprint = filter_fingerprint(&filter);
-        let cursor = match page_token.trim() {
+        let cursor = match page.page_token.trim() {
             "" => None,
             token => Some(decode_page_token(token, &fingerprint)?),
         };
@@ -341,8 +373,9 @@ impl SchedulerService {
             .storage
             .list(&filter, cursor.as_ref(), page_size + 1)
             .await?;
-        let next_page_token = if posts.len() as i64 > page_size {
-            posts.truncate(page_size as usize);
+        let fitting = fitting_posts(&posts, page.max_bytes, page.view);
+        let next_page_token = if posts.len() as i64 > page_size || fitting < posts.len() {
+            posts.truncate(fitting.min(page_size as usize));
             posts
                 .last()
                 .map(|last| encode_page_token(last, &fingerprint))
@@ -454,7 +487,8 @@ impl SchedulerService {
         let now = self.clock.now();
         let business_id = ExternalId::parse("business_id", &request.business_id)?;
         let platform = Platform::parse("platform", &request.platform)?;
-        let payload = self.parse_payload("payload", request.payload.clone())?;
+        let payload = self.parse_payload("payload_json", &request.payload_json)?;
+        let labels = parse_labels(&request.labels)?;
         let request_id = parse_optional_id("request_id", &request.request_id)?;
         if request.content_ids.is_empty() {
             return Err(invalid("content_ids", "must list at least one content id"));
@@ -498,6 +532,7 @@ impl SchedulerService {
                 content_id,
                 &platform,
                 payload.clone(),
+                labels.clone(),
                 instant,
                 zone,
                 post_request_id,
@@ -505,6 +540,7 @@ impl SchedulerService {
                 now,
             ));
         }
+        check_answer_size(&posts, request.view, request.max_answer_bytes)?;
         if request.validate_only {
             return Ok(posts);
         }
@@ -540,23 +576,8 @@ impl SchedulerService {
         }
     }
 
-    fn parse_payload(
-        &self,
-        field: &str,
-        payload: Option<serde_json::Value>,
-    ) -> Result<serde_json::Value, SchedulerError> {
-        let payload = payload.unwrap_or_else(|| serde_json::Value::Object(Default::default()));
-        let size = payload.to_string().len();
-        if size > self.limits.max_payload_bytes {
-            return Err(invalid(
-                field,
-                format!(
-                    "is {size} bytes as JSON; the limit is {} bytes",
-                    self.limits.max_payload_bytes
-                ),
-            ));
-        }
-        Ok(payload)
+    fn parse_payload(&self, field: &str, text: &str) -> Result<Payload, SchedulerError> {
+        Ok(Payload::parse(field, text, self.limits.max_payload_bytes)?)
     }
 
     /// Accepts an instant not further back than the grace and not beyond the
@@ -632,7 +653,10 @@ impl SchedulerService {
             }
         }
         if paths.payload {
-            patch.payload = Some(self.parse_payload("payload", request.payload.clone())?);
+            patch.payload = Some(self.parse_payload("payload_json", &request.payload_json)?);
+        }
+        if paths.labels {
+            patch.labels = Some(parse_labels(&request.labels)?);
         }
         if paths.platform {
             patch.platform = Some(
@@ -650,7 +674,8 @@ fn new_post(
     business_id: &ExternalId,
     content_id: ExternalId,
     platform: &Platform,
-    payload: serde_json::Value,
+    payload: Payload,
+    labels: Labels,
     scheduled_for: DateTime<Utc>,
     time_zone: TimeZone,
     request_id: Option<String>,
@@ -664,6 +689,7 @@ fn new_post(
         content_id: content_id.as_str().to_owned(),
         platform: platform.as_str().to_owned(),
         payload,
+        labels,
         scheduled_for,
         time_zone,
         status: PostStatus::Scheduled,
@@ -689,6 +715,7 @@ struct UpdatePaths {
     time_zone: bool,
     payload: bool,
     platform: bool,
+    labels: bool,
 }
 
 fn update_paths(request: &UpdateRequest) -> Result<UpdatePaths, SchedulerError> {
@@ -697,21 +724,24 @@ fn update_paths(request: &UpdateRequest) -> Result<UpdatePaths, SchedulerError> 
         paths.scheduled_for = request.scheduled_for.is_some();
         paths.local_time = !request.local_time.trim().is_empty();
         paths.time_zone = !request.time_zone.trim().is_empty();
-        paths.payload = request.payload.is_some();
+        paths.payload = !request.payload_json.trim().is_empty();
         paths.platform = !request.platform.trim().is_empty();
+        paths.labels = !request.labels.is_empty();
     } else {
         for path in &request.update_mask {
             match path.trim() {
                 "scheduled_for" => paths.scheduled_for = true,
                 "local_time" => paths.local_time = true,
                 "time_zone" => paths.time_zone = true,
-                "payload" => paths.payload = true,
+                // "payload" is the field's name before it carried JSON text.
+                "payload_json" | "payload" => paths.payload = true,
                 "platform" => paths.platform = true,
+                "labels" => paths.labels = true,
                 other => {
                     return Err(invalid(
                         "update_mask",
                         format!(
-                            "cannot update {other:?}; updatable fields are scheduled_for, local_time, time_zone, payload and platform"
+                            "cannot update {other:?}; updatable fields are scheduled_for, local_time, time_zone, payload_json, platform and labels"
                         ),
                     ));
                 }
@@ -730,10 +760,63 @@ fn update_paths(request: &UpdateRequest) -> Result<UpdatePaths, SchedulerError> 
             "can only change together with local_time or scheduled_for",
         ));
     }
-    if !(paths.scheduled_for || paths.local_time || paths.payload || paths.platform) {
+    if !(paths.scheduled_for || paths.local_time || paths.payload || paths.platform || paths.labels)
+    {
         return Err(invalid("update_mask", "names no field to change"));
     }
     Ok(paths)
+}
+
+/// Refuses a batch whose answer would not fit in `max_bytes` in `view`.
+fn check_answer_size(
+    posts: &[Post],
+    view: PostView,
+    max_bytes: usize,
+) -> Result<(), SchedulerError> {
+    if max_bytes == 0 {
+        return Ok(());
+    }
+    let size: usize = posts.iter().map(|post| post.answer_size(view)).sum();
+    if size <= max_bytes {
+        return Ok(());
+    }
+    Err(FieldError::new(
+        "view",
+        format!(
+            "the answer would be about {} KiB in this view, over the {} KiB limit; ask for a smaller view (SUMMARY answers ids and instants) or send fewer posts per request",
+            size / 1024,
+            max_bytes / 1024
+        ),
+    )
+    .with_reason(crate::domain::ErrorReason::AnswerTooLarge)
+    .with_metadata("answer_bytes", size.to_string())
+    .with_metadata("limit_bytes", max_bytes.to_string())
+    .into())
+}
+
+/// How many of `posts`, from the first, fit in `max_bytes` (at least one,
+/// so that a listing always moves on; 0 bytes means no bound).
+fn fitting_posts(posts: &[Post], max_bytes: usize, view: PostView) -> usize {
+    if max_bytes == 0 {
+        return posts.len();
+    }
+    let mut total = 0usize;
+    for (index, post) in posts.iter().enumerate() {
+        total = total.saturating_add(post.answer_size(view));
+        if total > max_bytes {
+            return index.max(1);
+        }
+    }
+    posts.len()
+}
+
+fn parse_labels(labels: &[(String, String)]) -> Result<Labels, SchedulerError> {
+    Ok(Labels::parse(
+        "labels",
+        labels
+            .iter()
+            .map(|(key, value)| (key.as_str(), value.as_str())),
+    )?)
 }
 
 pub(crate) fn check_version(post: &Post, expected: Option<i64>) -> Result<(), SchedulerError> {
@@ -852,6 +935,10 @@ pub(crate) fn filter_fingerprint(filter: &ListFilter) -> String {
         )
         .as_bytes(),
     );
+    // Only when present, so tokens issued without label filters stay valid.
+    if !filter.labels.is_empty() {
+        hasher.update(format!("|{:?}", filter.labels).as_bytes());
+    }
     hex::encode(&hasher.finalize()[..8])
 }
 

@@ -2,7 +2,10 @@
 
 use chrono::{DateTime, NaiveDate, Utc, Weekday};
 
-use super::{ListPage, SchedulerError, SchedulerService, invalid, non_empty, parse_zone};
+use super::{
+    ListPage, PageRequest, SchedulerError, SchedulerService, check_version, invalid, non_empty,
+    parse_zone,
+};
 use crate::domain::calendar::{CalendarGrid, CalendarView, local_date};
 use crate::domain::time::{TimeZone, format_local};
 use crate::domain::{ExternalId, Platform, Post, PostId, PostStatus, truncate_to_micros};
@@ -81,15 +84,14 @@ impl SchedulerService {
     pub async fn list_dead_letters(
         &self,
         business_id: &str,
-        page_size: i32,
-        page_token: &str,
+        page: &PageRequest,
     ) -> Result<ListPage, SchedulerError> {
         let filter = ListFilter {
             business_id: non_empty(business_id),
             statuses: vec![PostStatus::DeadLettered],
             ..ListFilter::default()
         };
-        self.list_page(filter, page_size, page_token).await
+        self.list_page(filter, page).await
     }
 
     /// Schedules a dead letter again with a fresh set of attempts. It keeps
@@ -99,6 +101,7 @@ impl SchedulerService {
         &self,
         id: &str,
         at: RequeueAt,
+        expected_version: Option<i64>,
     ) -> Result<Post, SchedulerError> {
         let id = PostId::parse("id", id)?;
         let now = self.clock.now();
@@ -107,6 +110,7 @@ impl SchedulerService {
             RequeueAt::At(instant) => self.check_instant("at", instant, now)?,
         };
         let current = self.existing(id).await?;
+        check_version(&current, expected_version)?;
         if current.status != PostStatus::DeadLettered {
             return Err(SchedulerError::FailedPrecondition(format!(
                 "post {id} is {}, not DEAD_LETTERED",
@@ -133,10 +137,19 @@ impl SchedulerService {
         Ok(requeued)
     }
 
-    pub async fn discard_dead_letter(&self, id: &str) -> Result<Post, SchedulerError> {
+    pub async fn discard_dead_letter(
+        &self,
+        id: &str,
+        expected_version: Option<i64>,
+    ) -> Result<Post, SchedulerError> {
         let id = PostId::parse("id", id)?;
         let now = self.clock.now();
         let current = self.existing(id).await?;
+        match current.status {
+            // Discarding twice is not an error: the post stays discarded.
+            PostStatus::Discarded if expected_version.is_none() => return Ok(current),
+            _ => check_version(&current, expected_version)?,
+        }
         match current.status {
             PostStatus::Discarded => return Ok(current),
             PostStatus::DeadLettered => {}
@@ -160,6 +173,43 @@ impl SchedulerService {
             now,
         );
         Ok(discarded)
+    }
+
+    /// Publishes a pending post at once, keeping its id and so its
+    /// idempotency key. Its `scheduled_for` stays as planned; only the next
+    /// attempt moves to now.
+    pub async fn run_now(
+        &self,
+        id: &str,
+        expected_version: Option<i64>,
+    ) -> Result<Post, SchedulerError> {
+        let id = PostId::parse("id", id)?;
+        let now = self.clock.now();
+        let current = self.existing(id).await?;
+        check_version(&current, expected_version)?;
+        if !current.status.is_pending() {
+            return Err(SchedulerError::FailedPrecondition(format!(
+                "post {id} is {}; only SCHEDULED or RETRY_SCHEDULED posts can be run now",
+                current.status
+            )));
+        }
+        if self.gate.is_paused(&current.business_id, &current.platform) {
+            return Err(SchedulerError::FailedPrecondition(format!(
+                "the queue of business {} on {} is paused; resume it first",
+                current.business_id, current.platform
+            )));
+        }
+        let patch = PostPatch {
+            next_attempt_at: Some(truncate_to_micros(now)),
+            ..PostPatch::default()
+        };
+        let moved = self
+            .transition(&current, &PostStatus::PENDING, &patch, now)
+            .await?;
+        self.engine.arm(moved.id, moved.next_attempt_at);
+        self.events
+            .emit_copy(EventKind::Updated, &moved, Some(current.status), now);
+        Ok(moved)
     }
 
     /// Pauses a business or one of its platforms. Returns once no attempt of

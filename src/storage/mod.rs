@@ -403,6 +403,8 @@ pub struct ListFilter {
     pub to: Option<DateTime<Utc>>,
     pub statuses: Vec<PostStatus>,
     pub platform: Option<String>,
+    /// Every one of these must hold.
+    pub labels: Vec<crate::domain::LabelCondition>,
 }
 
 /// Where the previous page ended: listings are ordered by
@@ -449,7 +451,8 @@ impl Expectation<'static> {
 #[derive(Debug, Clone, Default)]
 pub struct PostPatch {
     pub platform: Option<String>,
-    pub payload: Option<serde_json::Value>,
+    pub payload: Option<crate::domain::Payload>,
+    pub labels: Option<crate::domain::Labels>,
     pub scheduled_for: Option<DateTime<Utc>>,
     pub time_zone: Option<TimeZone>,
     pub status: Option<PostStatus>,
@@ -903,6 +906,11 @@ impl Storage {
         limit: i64,
     ) -> Result<Vec<Post>, StorageError> {
         let statuses: Vec<&str> = filter.statuses.iter().map(|s| s.as_str()).collect();
+        let label_patterns: Vec<String> = filter
+            .labels
+            .iter()
+            .map(crate::domain::LabelCondition::stored_pattern)
+            .collect();
         let rows: Vec<PostRow> = with_connection!(self, |conn| {
             let mut query = posts::table.select(PostRow::as_select()).into_boxed();
             if let Some(business_id) = &filter.business_id {
@@ -919,6 +927,13 @@ impl Storage {
             }
             if let Some(platform) = &filter.platform {
                 query = query.filter(posts::platform.eq(platform));
+            }
+            for pattern in &label_patterns {
+                query = query.filter(
+                    posts::labels
+                        .like(pattern)
+                        .escape(crate::domain::LIKE_ESCAPE),
+                );
             }
             if let Some(cursor) = after {
                 query = query.filter(

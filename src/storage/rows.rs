@@ -6,7 +6,7 @@ use diesel::prelude::*;
 use super::StorageError;
 use super::schema::posts;
 use crate::domain::time::TimeZone;
-use crate::domain::{AttemptRecord, Post, PostId, PostStatus};
+use crate::domain::{AttemptRecord, Labels, Payload, Post, PostId, PostStatus};
 
 fn attempt_log_json(history: &[AttemptRecord]) -> String {
     // Serialising plain data with string keys cannot fail.
@@ -52,6 +52,8 @@ pub(super) struct PostRow {
     /// on SQLite).
     claim_epoch: i64,
     trace_parent: Option<String>,
+    /// The labels as a JSON object with keys in order ([`Labels::to_json`]).
+    labels: String,
 }
 
 impl PostRow {
@@ -61,7 +63,8 @@ impl PostRow {
             business_id: post.business_id.clone(),
             content_id: post.content_id.clone(),
             platform: post.platform.clone(),
-            payload: post.payload.to_string(),
+            payload: post.payload.as_str().to_owned(),
+            labels: post.labels.to_json(),
             scheduled_for_us: micros(post.scheduled_for),
             time_zone: post.time_zone.name().to_owned(),
             status: post.status.as_str().to_owned(),
@@ -93,13 +96,16 @@ impl PostRow {
         self.claim_epoch
     }
 
-    pub(super) fn into_post(self) -> Result<Post, StorageError> {
+    pub(super) fn into_post(mut self) -> Result<Post, StorageError> {
         let corrupt = |reason: String| StorageError::Corrupt {
             id: self.id.clone(),
             reason,
         };
         let id = PostId::parse("id", &self.id).map_err(|e| corrupt(e.to_string()))?;
-        let payload = serde_json::from_str(&self.payload).map_err(|e| corrupt(e.to_string()))?;
+        let payload = Payload::from_stored(std::mem::take(&mut self.payload))
+            .ok_or_else(|| corrupt("payload is not JSON".to_owned()))?;
+        let labels = Labels::from_stored(&self.labels)
+            .ok_or_else(|| corrupt("labels are not a JSON object of strings".to_owned()))?;
         let time_zone = TimeZone::parse(&self.time_zone).map_err(|e| corrupt(e.to_string()))?;
         let status: PostStatus = self.status.parse().map_err(corrupt)?;
         let attempt_history =
@@ -107,6 +113,7 @@ impl PostRow {
         Ok(Post {
             id,
             payload,
+            labels,
             time_zone,
             status,
             scheduled_for: from_micros(&self.id, self.scheduled_for_us)?,
@@ -137,6 +144,7 @@ impl PostRow {
 pub(super) struct PostChanges {
     platform: Option<String>,
     payload: Option<String>,
+    labels: Option<String>,
     scheduled_for_us: Option<i64>,
     time_zone: Option<String>,
     status: Option<String>,
@@ -153,7 +161,11 @@ impl PostChanges {
     pub(super) fn from_patch(patch: &super::PostPatch, now: DateTime<Utc>) -> Self {
         Self {
             platform: patch.platform.clone(),
-            payload: patch.payload.as_ref().map(|value| value.to_string()),
+            payload: patch
+                .payload
+                .as_ref()
+                .map(|payload| payload.as_str().to_owned()),
+            labels: patch.labels.as_ref().map(Labels::to_json),
             scheduled_for_us: patch.scheduled_for.map(micros),
             time_zone: patch.time_zone.map(|zone| zone.name().to_owned()),
             status: patch.status.map(|status| status.as_str().to_owned()),
@@ -230,6 +242,7 @@ post_columns! {
     partition_no: i32 => Integer,
     claim_epoch: i64 => BigInt,
     trace_parent: Option<String> => Nullable<Text>,
+    labels: String => Text,
 }
 
 /// What a post already holding its business's request id does to an insert.

@@ -25,6 +25,7 @@ diesel::table! {
         partition_no -> Integer,
         claim_epoch -> BigInt,
         trace_parent -> Nullable<Text>,
+        labels -> Text,
     }
 }
 

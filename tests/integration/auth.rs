@@ -78,6 +78,7 @@ async fn a_token_reaches_only_the_posts_of_its_businesses() {
             ALPHA,
             pb::GetScheduleRequest {
                 id: a_post.id.clone(),
+                ..Default::default()
             },
         ))
         .await
@@ -92,7 +93,10 @@ async fn a_token_reaches_only_the_posts_of_its_businesses() {
         client
             .get_schedule(as_caller(
                 ALPHA,
-                pb::GetScheduleRequest { id: b_id.clone() },
+                pb::GetScheduleRequest {
+                    id: b_id.clone(),
+                    ..Default::default()
+                },
             ))
             .await,
         denied,
@@ -143,7 +147,10 @@ async fn a_token_reaches_only_the_posts_of_its_businesses() {
         client
             .discard_dead_letter(as_caller(
                 ALPHA,
-                pb::DiscardDeadLetterRequest { id: b_id.clone() },
+                pb::DiscardDeadLetterRequest {
+                    id: b_id.clone(),
+                    ..Default::default()
+                },
             ))
             .await,
         denied,
@@ -323,6 +330,7 @@ async fn a_token_reaches_only_the_posts_of_its_businesses() {
                 ALPHA,
                 pb::WatchEventsRequest {
                     business_id: biz_b(),
+                    ..Default::default()
                 },
             ))
             .await,
@@ -332,7 +340,13 @@ async fn a_token_reaches_only_the_posts_of_its_businesses() {
 
     // Nothing of biz-b changed, and the refused batch wrote nothing.
     let b_now = client
-        .get_schedule(as_caller(ROOT, pb::GetScheduleRequest { id: b_id.clone() }))
+        .get_schedule(as_caller(
+            ROOT,
+            pb::GetScheduleRequest {
+                id: b_id.clone(),
+                ..Default::default()
+            },
+        ))
         .await
         .expect("root reads biz-b")
         .into_inner();
@@ -429,6 +443,7 @@ async fn calls_without_a_known_token_are_unauthenticated_while_probes_stay_open(
     let mut client = app.client.clone();
     let get = || pb::GetScheduleRequest {
         id: uuid::Uuid::now_v7().to_string(),
+        ..Default::default()
     };
     assert_code(
         client.get_schedule(Request::new(get())).await,

@@ -318,7 +318,10 @@ impl TestApp {
     pub async fn get(&self, id: &str) -> pb::ScheduledPost {
         self.client
             .clone()
-            .get_schedule(pb::GetScheduleRequest { id: id.to_owned() })
+            .get_schedule(pb::GetScheduleRequest {
+                id: id.to_owned(),
+                ..Default::default()
+            })
             .await
             .expect("get")
             .into_inner()

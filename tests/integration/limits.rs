@@ -59,6 +59,7 @@ async fn calls_beyond_the_concurrency_limit_are_shed_at_once() {
             PROMPT,
             app.client.clone().get_schedule(pb::GetScheduleRequest {
                 id: post.id.clone(),
+                ..Default::default()
             }),
         )
         .await
@@ -183,17 +184,9 @@ async fn watch_streams_have_their_own_cap_and_do_not_hold_call_slots() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_oversized_request_is_refused_before_it_is_read() {
     let app = spawn_app_with(|config| config.max_request_bytes = 4096).await;
-    let text = |length: usize| prost_types::Struct {
-        fields: [(
-            "text".to_owned(),
-            prost_types::Value {
-                kind: Some(prost_types::value::Kind::StringValue("x".repeat(length))),
-            },
-        )]
-        .into(),
-    };
+    let text = |length: usize| format!("{{\"text\":\"{}\"}}", "x".repeat(length));
     let mut oversized = post_at("size-biz", in_millis(3_600_000));
-    oversized.payload = Some(text(8_000));
+    oversized.payload_json = text(8_000);
     let status = app
         .client
         .clone()
@@ -203,7 +196,7 @@ async fn an_oversized_request_is_refused_before_it_is_read() {
     assert_eq!(status.code(), Code::OutOfRange, "{status:?}");
 
     let mut small = post_at("size-biz", in_millis(3_600_000));
-    small.payload = Some(text(1_000));
+    small.payload_json = text(1_000);
     app.create(small).await;
     app.stop().await;
 }

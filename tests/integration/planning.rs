@@ -9,7 +9,7 @@ use tonic::Code;
 use crate::helpers::*;
 use pb::scheduled_post::Status;
 
-fn slot(weekday: pb::Weekday, time: &str) -> pb::PostingSlot {
+fn slot(weekday: pb::DayOfWeek, time: &str) -> pb::PostingSlot {
     pb::PostingSlot {
         weekday: weekday as i32,
         local_time: time.into(),
@@ -17,7 +17,7 @@ fn slot(weekday: pb::Weekday, time: &str) -> pb::PostingSlot {
 }
 
 fn every_weekday_at(times: &[&str]) -> Vec<pb::PostingSlot> {
-    use pb::Weekday::*;
+    use pb::DayOfWeek::*;
     [Monday, Tuesday, Wednesday, Thursday, Friday]
         .into_iter()
         .flat_map(|day| times.iter().map(move |time| slot(day, time)))
@@ -94,7 +94,7 @@ async fn posts_take_the_next_free_slot_and_never_share_one() {
             business_id: "slotted".into(),
             platform: "linkedin".into(),
             time_zone: "Europe/Paris".into(),
-            slots: vec![slot(pb::Weekday::Monday, "25:00")],
+            slots: vec![slot(pb::DayOfWeek::Monday, "25:00")],
         })
         .await
         .unwrap_err();

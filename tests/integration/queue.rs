@@ -73,6 +73,7 @@ async fn a_dead_letter_keeps_its_history_and_requeues_with_the_same_key() {
     let error = client
         .discard_dead_letter(pb::DiscardDeadLetterRequest {
             id: post.id.clone(),
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -85,6 +86,7 @@ async fn a_dead_letter_keeps_its_history_and_requeues_with_the_same_key() {
     let discarded = client
         .discard_dead_letter(pb::DiscardDeadLetterRequest {
             id: rejected.id.clone(),
+            ..Default::default()
         })
         .await
         .unwrap()
