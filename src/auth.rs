@@ -176,7 +176,9 @@ impl Caller {
         } else if business_id.is_empty() {
             Err(AuthError::BusinessRequired)
         } else {
-            Err(AuthError::BusinessNotAllowed(business_id.to_owned()))
+            Err(AuthError::BusinessNotAllowed(crate::domain::echo(
+                business_id,
+            )))
         }
     }
 

@@ -188,6 +188,12 @@ impl FieldError {
         }
     }
 
+    /// A required field that is empty or missing
+    /// ([`ErrorReason::FieldRequired`]).
+    pub fn required(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::new(field, message).with_reason(ErrorReason::FieldRequired)
+    }
+
     pub fn with_reason(mut self, reason: ErrorReason) -> Self {
         self.reason = reason;
         self
@@ -202,6 +208,39 @@ impl FieldError {
     /// checked as `time_zone` that the request calls `recurrence.time_zone`.
     pub fn renamed(mut self, field: impl Into<String>) -> Self {
         self.field = field.into();
+        self
+    }
+}
+
+/// Why a valid request was refused by the state of things (a post's
+/// status, a version, a pause) or could not be served now: a stable reason,
+/// the human message, the resource it is about (`posts/ID`,
+/// `businesses/ID`) and the facts behind it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct Refusal {
+    pub reason: ErrorReason,
+    pub message: String,
+    pub subject: String,
+    pub metadata: Vec<(String, String)>,
+}
+
+impl Refusal {
+    pub fn new(
+        reason: ErrorReason,
+        subject: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
+        Self {
+            reason,
+            message: message.into(),
+            subject: subject.into(),
+            metadata: Vec::new(),
+        }
+    }
+
+    pub fn with_metadata(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.metadata.push((key.into(), value.into()));
         self
     }
 }

@@ -37,7 +37,10 @@ impl PostId {
 
     pub fn parse(field: &str, input: &str) -> Result<Self, FieldError> {
         Uuid::parse_str(input.trim()).map(Self).map_err(|_| {
-            FieldError::new(field, format!("{input:?} is not a valid post id (a UUID)"))
+            FieldError::new(
+                field,
+                format!("{:?} is not a valid post id (a UUID)", super::echo(input)),
+            )
         })
     }
 }
@@ -63,7 +66,7 @@ impl ExternalId {
     pub fn parse(field: &str, input: &str) -> Result<Self, FieldError> {
         let trimmed = input.trim();
         if trimmed.is_empty() {
-            return Err(FieldError::new(field, "must not be empty"));
+            return Err(FieldError::required(field, "must not be empty"));
         }
         if trimmed.len() > MAX_ID_LEN {
             return Err(FieldError::new(
@@ -101,7 +104,7 @@ impl Platform {
     pub fn parse(field: &str, input: &str) -> Result<Self, FieldError> {
         let name = input.trim().to_ascii_lowercase();
         if name.is_empty() {
-            return Err(FieldError::new(
+            return Err(FieldError::required(
                 field,
                 "must not be empty (e.g. \"instagram\", \"facebook\", \"linkedin\", \"x\")",
             ));
@@ -114,7 +117,8 @@ impl Platform {
             return Err(FieldError::new(
                 field,
                 format!(
-                    "{input:?} is not a platform name: use up to {MAX_PLATFORM_LEN} letters, digits, '_' or '-'"
+                    "{:?} is not a platform name: use up to {MAX_PLATFORM_LEN} letters, digits, '_' or '-'",
+                    super::echo(input)
                 ),
             ));
         }

@@ -16,7 +16,7 @@
 //! supported range of dates (roughly ±262,000 years) is checked and reported
 //! as [`TimeError::OutOfRange`].
 
-use super::echo;
+use super::{ErrorReason, FieldError, echo};
 use std::fmt;
 
 use chrono::{
@@ -172,6 +172,40 @@ pub enum TimeError {
         /// The zone's IANA name.
         zone: &'static str,
     },
+}
+
+impl TimeError {
+    /// The stable reason a caller's program can act on.
+    pub fn reason(&self) -> ErrorReason {
+        match self {
+            Self::UnknownZone(_) => ErrorReason::UnknownZone,
+            Self::InGap { .. } => ErrorReason::DstGap,
+            Self::InvalidLocalTime { .. }
+            | Self::InvalidDate { .. }
+            | Self::InvalidTimeOfDay { .. }
+            | Self::OutOfRange { .. } => ErrorReason::InvalidLocalTime,
+        }
+    }
+
+    /// This error as the problem of one field of a request, with its reason
+    /// and, for a DST gap, the gap's wall-clock start and end and the zone.
+    pub fn for_field(self, field: impl Into<String>) -> FieldError {
+        let error = FieldError::new(field, self.to_string()).with_reason(self.reason());
+        match self {
+            Self::InGap {
+                local,
+                zone,
+                gap_start,
+                gap_end,
+            } => error
+                .with_metadata("local_time", WallClock::of(&local).to_string())
+                .with_metadata("time_zone", zone)
+                .with_metadata("gap_start", WallClock::of(&gap_start).to_string())
+                .with_metadata("gap_end", WallClock::of(&gap_end).to_string()),
+            Self::UnknownZone(zone) => error.with_metadata("time_zone", zone),
+            _ => error,
+        }
+    }
 }
 
 /// Parses a local date and time without a UTC offset.

@@ -193,7 +193,7 @@ pub fn calendar_request(request: pb::GetCalendarRequest) -> ConvertResult<Calend
         },
         Ok(View::Week) => CalendarView::Week {
             start: crate::domain::time::parse_local_date(&request.start_date)
-                .map_err(|error| invalid("start_date", error.to_string()))?,
+                .map_err(|error| error.for_field("start_date"))?,
         },
         Err(_) => return Err(invalid("view", format!("unknown view {}", request.view))),
     };
@@ -296,7 +296,7 @@ pub fn slot_from_proto(index: usize, slot: &pb::PostingSlot) -> ConvertResult<We
     let weekday = weekday_from_proto(index, slot.weekday)
         .map_err(|_| invalid(&field, format!("unknown weekday {}", slot.weekday)))?;
     let time = crate::domain::time::parse_time_of_day(&slot.local_time)
-        .map_err(|error| invalid(&field, error.to_string()))?;
+        .map_err(|error| error.for_field(field))?;
     Ok(WeeklySlot { weekday, time })
 }
 

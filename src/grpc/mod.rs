@@ -262,7 +262,7 @@ impl pb::scheduler_server::Scheduler for SchedulerApi {
         // of it, before any is written.
         caller.check_business(&request.business_id)?;
         let recurrence = request.recurrence.ok_or_else(|| {
-            SchedulerError::InvalidArgument(crate::domain::FieldError::new(
+            SchedulerError::InvalidArgument(crate::domain::FieldError::required(
                 "recurrence",
                 "is required",
             ))
@@ -339,9 +339,9 @@ impl pb::scheduler_server::Scheduler for SchedulerApi {
                         Some(Ok(event_to_proto(&event, view)))
                     }
                     Ok(_) => None,
-                    Err(BroadcastStreamRecvError::Lagged(missed)) => Some(Err(Status::data_loss(
-                        format!("this watcher fell {missed} events behind; list the posts again and watch anew"),
-                    ))),
+                    Err(BroadcastStreamRecvError::Lagged(missed)) => {
+                        Some(Err(status::watcher_lagged(missed)))
+                    }
                 };
                 std::future::ready(item)
             })

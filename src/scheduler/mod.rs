@@ -18,8 +18,8 @@ use crate::domain::time::{
     resolve_local,
 };
 use crate::domain::{
-    ExternalId, FieldError, Labels, Payload, Platform, Post, PostId, PostStatus, PostView,
-    parse_label_filter, truncate_to_micros,
+    ErrorReason, ExternalId, FieldError, Labels, Payload, Platform, Post, PostId, PostStatus,
+    PostView, Refusal, parse_label_filter, truncate_to_micros,
 };
 use crate::engine::EngineHandle;
 use crate::engine::gate::PauseGate;
@@ -31,19 +31,29 @@ mod queue;
 pub use planning::*;
 pub use queue::*;
 
-/// Errors a caller can act on. Mapped to a gRPC status in `grpc::status`.
+/// Errors a caller can act on. Mapped to a gRPC status in `grpc::status`,
+/// where each variant becomes one status code and its reason, field and
+/// facts become the status's error details.
 #[derive(Debug, thiserror::Error)]
 pub enum SchedulerError {
+    /// A field of the request is wrong (`INVALID_ARGUMENT`).
     #[error(transparent)]
     InvalidArgument(#[from] FieldError),
+    /// The post does not exist (`NOT_FOUND`).
     #[error("post {0} not found")]
     NotFound(String),
-    #[error("{0}")]
-    FailedPrecondition(String),
-    #[error("{0}")]
-    Aborted(String),
-    #[error("{0}")]
-    Unavailable(String),
+    /// The request is valid but the state of the post or queue forbids it
+    /// (`FAILED_PRECONDITION`): retrying the same call does not help.
+    #[error(transparent)]
+    FailedPrecondition(Refusal),
+    /// The post changed under the call (`ABORTED`): read it again and retry.
+    #[error(transparent)]
+    Aborted(Refusal),
+    /// The call could not be served now (`UNAVAILABLE`): retry it.
+    #[error(transparent)]
+    Unavailable(Refusal),
+    /// Something failed inside the server (`INTERNAL`); the detail is
+    /// logged, never sent.
     #[error("internal error")]
     Internal(String),
 }
@@ -51,12 +61,40 @@ pub enum SchedulerError {
 impl From<StorageError> for SchedulerError {
     fn from(error: StorageError) -> Self {
         match error {
-            StorageError::Unavailable(message) => SchedulerError::Unavailable(format!(
-                "the database is unavailable, try again: {message}"
+            StorageError::Unavailable(message) => SchedulerError::Unavailable(Refusal::new(
+                ErrorReason::DatabaseUnavailable,
+                "database",
+                format!("the database is unavailable, try again: {message}"),
             )),
             other => SchedulerError::Internal(other.to_string()),
         }
     }
+}
+
+/// The resource name of a post in error details.
+pub(crate) fn post_subject(id: impl std::fmt::Display) -> String {
+    format!("posts/{id}")
+}
+
+/// A post whose status does not allow the operation.
+pub(crate) fn wrong_status(post: &Post, message: String) -> SchedulerError {
+    SchedulerError::FailedPrecondition(
+        Refusal::new(ErrorReason::WrongStatus, post_subject(post.id), message)
+            .with_metadata("status", post.status.as_str()),
+    )
+}
+
+/// A post that kept changing while a call tried to change it.
+pub(crate) fn concurrent_change(id: PostId, message: String) -> SchedulerError {
+    SchedulerError::Aborted(Refusal::new(
+        ErrorReason::ConcurrentChange,
+        post_subject(id),
+        message,
+    ))
+}
+
+pub(crate) fn required(field: &str, message: impl Into<String>) -> SchedulerError {
+    SchedulerError::InvalidArgument(FieldError::required(field, message))
 }
 
 pub(crate) fn invalid(field: &str, message: impl Into<String>) -> SchedulerError {
@@ -268,7 +306,7 @@ impl SchedulerService {
         let request_id = parse_optional_id("request_id", &request.request_id)?;
         let (scheduled_for, time_zone) = match request.when {
             None => {
-                return Err(invalid(
+                return Err(required(
                     "scheduled_for",
                     "either scheduled_for or local_time with time_zone is required",
                 ));
@@ -279,7 +317,7 @@ impl SchedulerService {
             }
             Some(When::Local(local)) => {
                 if request.time_zone.trim().is_empty() {
-                    return Err(invalid("time_zone", "is required with local_time"));
+                    return Err(required("time_zone", "is required with local_time"));
                 }
                 let zone = parse_zone(&request.time_zone)?;
                 let instant = resolve_wall_clock("local_time", &local, zone, request.dst_policy)?;
@@ -318,7 +356,11 @@ impl SchedulerService {
                     .find_by_request_ids(business_id.as_str(), std::slice::from_ref(&request_id))
                     .await?;
                 existing.pop().ok_or_else(|| {
-                    SchedulerError::Aborted("request id is in use by a concurrent call".into())
+                    SchedulerError::Aborted(Refusal::new(
+                        ErrorReason::RequestIdInUse,
+                        format!("businesses/{}", business_id.as_str()),
+                        "request id is in use by a concurrent call; retry it",
+                    ))
                 })
             }
             Err(error) => Err(error.into()),
@@ -401,10 +443,13 @@ impl SchedulerService {
                 .ok_or_else(|| SchedulerError::NotFound(id.to_string()))?;
             check_version(&current, request.expected_version)?;
             if !current.status.is_pending() {
-                return Err(SchedulerError::FailedPrecondition(format!(
-                    "post {id} is {} and can no longer be edited; only SCHEDULED or RETRY_SCHEDULED posts can",
-                    current.status
-                )));
+                return Err(wrong_status(
+                    &current,
+                    format!(
+                        "post {id} is {} and can no longer be edited; only SCHEDULED or RETRY_SCHEDULED posts can",
+                        current.status
+                    ),
+                ));
             }
             let patch = self.update_patch(&request, &paths, &current, now)?;
             let expected = Expectation {
@@ -421,9 +466,10 @@ impl SchedulerService {
                 return Ok(updated);
             }
         }
-        Err(SchedulerError::Aborted(format!(
-            "post {id} kept changing while being updated; read it again and retry"
-        )))
+        Err(concurrent_change(
+            id,
+            format!("post {id} kept changing while being updated; read it again and retry"),
+        ))
     }
 
     pub async fn cancel(
@@ -449,10 +495,13 @@ impl SchedulerService {
             }
             check_version(&current, expected_version)?;
             if !CANCELLABLE.contains(&current.status) {
-                return Err(SchedulerError::FailedPrecondition(format!(
-                    "post {id} is {} and can no longer be cancelled",
-                    current.status
-                )));
+                return Err(wrong_status(
+                    &current,
+                    format!(
+                        "post {id} is {} and can no longer be cancelled",
+                        current.status
+                    ),
+                ));
             }
             let patch = PostPatch {
                 status: Some(PostStatus::Cancelled),
@@ -472,9 +521,10 @@ impl SchedulerService {
                 return Ok(cancelled);
             }
         }
-        Err(SchedulerError::Aborted(format!(
-            "post {id} kept changing while being cancelled; read it again and retry"
-        )))
+        Err(concurrent_change(
+            id,
+            format!("post {id} kept changing while being cancelled; read it again and retry"),
+        ))
     }
 
     /// Schedules one post per content id on consecutive occurrences of the
@@ -494,14 +544,17 @@ impl SchedulerService {
             return Err(invalid("content_ids", "must list at least one content id"));
         }
         if request.content_ids.len() > self.limits.max_bulk_posts {
-            return Err(invalid(
+            return Err(FieldError::new(
                 "content_ids",
                 format!(
                     "at most {} posts per request, got {}",
                     self.limits.max_bulk_posts,
                     request.content_ids.len()
                 ),
-            ));
+            )
+            .with_reason(ErrorReason::TooManyPosts)
+            .with_metadata("limit", self.limits.max_bulk_posts.to_string())
+            .into());
         }
         let content_ids = request
             .content_ids
@@ -523,7 +576,9 @@ impl SchedulerService {
                 instant,
                 zone,
             };
-            let instant = self.check_instant(occurrence, instant, now)?;
+            let instant = self
+                .check_instant(&occurrence, instant, now)
+                .map_err(|error| occurrence.explain(error))?;
             let post_request_id = request_id
                 .as_ref()
                 .map(|id| format!("{}#{index}", id.as_str()));
@@ -560,9 +615,11 @@ impl SchedulerService {
                     .find_by_request_ids(business_id.as_str(), &request_ids)
                     .await?;
                 if existing.len() != posts.len() {
-                    return Err(SchedulerError::FailedPrecondition(
-                        "request_id was already used for a different bulk request".into(),
-                    ));
+                    return Err(SchedulerError::FailedPrecondition(Refusal::new(
+                        ErrorReason::RequestIdReused,
+                        format!("businesses/{}", business_id.as_str()),
+                        "request_id was already used for a different bulk request",
+                    )));
                 }
                 existing.sort_by_key(|post| {
                     post.request_id
@@ -591,26 +648,34 @@ impl SchedulerService {
     ) -> Result<DateTime<Utc>, SchedulerError> {
         let grace = chrono::Duration::from_std(self.limits.past_grace).unwrap_or_default();
         if instant < now - grace {
-            return Err(invalid(
-                &field.to_string(),
+            return Err(FieldError::new(
+                field.to_string(),
                 format!(
                     "{} is in the past (now is {})",
                     instant.to_rfc3339(),
                     now.to_rfc3339()
                 ),
-            ));
+            )
+            .with_reason(ErrorReason::PastInstant)
+            .with_metadata("instant", instant.to_rfc3339())
+            .with_metadata("now", now.to_rfc3339())
+            .into());
         }
         let max_ahead = chrono::Duration::from_std(self.limits.max_ahead)
             .unwrap_or(chrono::Duration::days(3660));
         if instant > now + max_ahead {
-            return Err(invalid(
-                &field.to_string(),
+            return Err(FieldError::new(
+                field.to_string(),
                 format!(
                     "{} is too far ahead; posts can be scheduled at most {} days ahead",
                     instant.to_rfc3339(),
                     max_ahead.num_days()
                 ),
-            ));
+            )
+            .with_reason(ErrorReason::TooFarAhead)
+            .with_metadata("instant", instant.to_rfc3339())
+            .with_metadata("max_days_ahead", max_ahead.num_days().to_string())
+            .into());
         }
         Ok(truncate_to_micros(instant))
     }
@@ -729,7 +794,9 @@ fn update_paths(request: &UpdateRequest) -> Result<UpdatePaths, SchedulerError> 
         paths.labels = !request.labels.is_empty();
     } else {
         for path in &request.update_mask {
-            match path.trim() {
+            // Paths come in the proto's names or, from JSON clients, in
+            // lowerCamelCase.
+            match snake_case(path.trim()).as_str() {
                 "scheduled_for" => paths.scheduled_for = true,
                 "local_time" => paths.local_time = true,
                 "time_zone" => paths.time_zone = true,
@@ -741,7 +808,8 @@ fn update_paths(request: &UpdateRequest) -> Result<UpdatePaths, SchedulerError> 
                     return Err(invalid(
                         "update_mask",
                         format!(
-                            "cannot update {other:?}; updatable fields are scheduled_for, local_time, time_zone, payload_json, platform and labels"
+                            "cannot update {:?}; updatable fields are scheduled_for, local_time, time_zone, payload_json, platform and labels",
+                            crate::domain::echo(other)
                         ),
                     ));
                 }
@@ -819,18 +887,40 @@ fn parse_labels(labels: &[(String, String)]) -> Result<Labels, SchedulerError> {
     )?)
 }
 
+/// `scheduledFor` -> `scheduled_for`; names already in snake case stay.
+fn snake_case(name: &str) -> String {
+    let mut out = String::with_capacity(name.len() + 4);
+    for c in name.chars() {
+        if c.is_ascii_uppercase() {
+            out.push('_');
+            out.push(c.to_ascii_lowercase());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 pub(crate) fn check_version(post: &Post, expected: Option<i64>) -> Result<(), SchedulerError> {
     match expected {
-        Some(version) if version != post.version => Err(SchedulerError::Aborted(format!(
-            "post {} is at version {}, not {version}; read it again and retry",
-            post.id, post.version
-        ))),
+        Some(version) if version != post.version => Err(SchedulerError::Aborted(
+            Refusal::new(
+                ErrorReason::VersionMismatch,
+                post_subject(post.id),
+                format!(
+                    "post {} is at version {}, not {version}; read it again and retry",
+                    post.id, post.version
+                ),
+            )
+            .with_metadata("expected_version", version.to_string())
+            .with_metadata("current_version", post.version.to_string()),
+        )),
         _ => Ok(()),
     }
 }
 
 pub(crate) fn parse_zone(name: &str) -> Result<TimeZone, SchedulerError> {
-    TimeZone::parse(name).map_err(|error| invalid("time_zone", error.to_string()))
+    TimeZone::parse(name).map_err(|error| error.for_field("time_zone").into())
 }
 
 pub(crate) fn parse_zone_or_utc(name: &str) -> Result<TimeZone, SchedulerError> {
@@ -847,8 +937,8 @@ fn resolve_wall_clock(
     zone: TimeZone,
     policy: DstPolicy,
 ) -> Result<DateTime<Utc>, SchedulerError> {
-    let local = parse_local_datetime(local).map_err(|error| invalid(field, error.to_string()))?;
-    resolve_local(zone, local, policy).map_err(|error| invalid(field, error.to_string()))
+    let local = parse_local_datetime(local).map_err(|error| error.for_field(field))?;
+    Ok(resolve_local(zone, local, policy).map_err(|error| error.for_field(field))?)
 }
 
 pub(crate) fn parse_optional_id(
@@ -870,7 +960,7 @@ pub(crate) fn non_empty(input: &str) -> Option<String> {
 pub(crate) fn parse_recurrence(request: &BulkRequest) -> Result<Recurrence, SchedulerError> {
     let pattern = match request.pattern {
         None => {
-            return Err(invalid(
+            return Err(required(
                 "recurrence.pattern",
                 "is required: DAILY, WEEKDAYS, WEEKLY, EVERY_N_HOURS or DISTRIBUTE_ACROSS_WEEK",
             ));
@@ -895,22 +985,38 @@ pub(crate) fn parse_recurrence(request: &BulkRequest) -> Result<Recurrence, Sche
         }
     };
     let start_date = parse_local_date(&request.start_date)
-        .map_err(|error| invalid("recurrence.start_date", error.to_string()))?;
+        .map_err(|error| error.for_field("recurrence.start_date"))?;
     let time_of_day = parse_time_of_day(&request.local_time)
-        .map_err(|error| invalid("recurrence.local_time", error.to_string()))?;
+        .map_err(|error| error.for_field("recurrence.local_time"))?;
     let zone = TimeZone::parse(&request.time_zone)
-        .map_err(|error| invalid("recurrence.time_zone", error.to_string()))?;
+        .map_err(|error| error.for_field("recurrence.time_zone"))?;
     Recurrence::new(pattern, start_date, time_of_day, zone, request.dst_policy)
         .map_err(recurrence_error)
 }
 
 pub(crate) fn recurrence_error(error: RecurrenceError) -> SchedulerError {
     match error {
-        RecurrenceError::NoWeekdays => invalid("recurrence.weekdays", error.to_string()),
+        RecurrenceError::NoWeekdays => FieldError::new("recurrence.weekdays", error.to_string())
+            .with_reason(ErrorReason::FieldRequired)
+            .into(),
         RecurrenceError::IntervalOutOfRange(_) => {
             invalid("recurrence.interval_hours", error.to_string())
         }
-        other => invalid("recurrence", other.to_string()),
+        RecurrenceError::Time {
+            index,
+            local,
+            source,
+        } => {
+            let message = format!("occurrence {index} ({local}): {source}");
+            let mut field_error = source.for_field("recurrence");
+            field_error.message = message;
+            field_error
+                .with_metadata("occurrence", index.to_string())
+                .into()
+        }
+        other => FieldError::new("recurrence", other.to_string())
+            .with_reason(ErrorReason::InvalidRecurrence)
+            .into(),
     }
 }
 
@@ -956,7 +1062,12 @@ pub(crate) fn decode_page_token(
     token: &str,
     fingerprint: &str,
 ) -> Result<ListCursor, SchedulerError> {
-    let bad = || invalid("page_token", "is not a token returned by ListSchedules");
+    let bad = || {
+        SchedulerError::from(
+            FieldError::new("page_token", "is not a page token this listing returned")
+                .with_reason(ErrorReason::InvalidPageToken),
+        )
+    };
     let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(token)
         .map_err(|_| bad())?;
@@ -968,10 +1079,12 @@ pub(crate) fn decode_page_token(
         return Err(bad());
     };
     if token_fingerprint != fingerprint {
-        return Err(invalid(
+        return Err(FieldError::new(
             "page_token",
             "was issued for different filters; keep the filters unchanged while paging",
-        ));
+        )
+        .with_reason(ErrorReason::InvalidPageToken)
+        .into());
     }
     let scheduled_for_us = micros.parse().map_err(|_| bad())?;
     let id = PostId::parse("page_token", id).map_err(|_| bad())?;
@@ -981,8 +1094,9 @@ pub(crate) fn decode_page_token(
     })
 }
 
-/// Names one occurrence of a bulk request in a refusal, by its index and
-/// the wall-clock time it was asked for.
+/// Names one occurrence of a bulk request in a refusal: by the content id
+/// it publishes (`content_ids[3]`), with its index and the wall-clock time
+/// it was asked for in the message.
 struct Occurrence {
     index: usize,
     local: Option<chrono::NaiveDateTime>,
@@ -990,16 +1104,36 @@ struct Occurrence {
     zone: TimeZone,
 }
 
+impl Occurrence {
+    fn local_time(&self) -> String {
+        match self.local {
+            Some(local) => local.to_string(),
+            None => format_local(self.instant, self.zone),
+        }
+    }
+
+    /// Says which occurrence a refusal of its instant is about.
+    fn explain(&self, error: SchedulerError) -> SchedulerError {
+        match error {
+            SchedulerError::InvalidArgument(mut field_error) => {
+                field_error.message = format!(
+                    "recurrence (occurrence {}, {}): {}",
+                    self.index,
+                    self.local_time(),
+                    field_error.message
+                );
+                field_error
+                    .with_metadata("occurrence", self.index.to_string())
+                    .with_metadata("local_time", self.local_time())
+                    .into()
+            }
+            other => other,
+        }
+    }
+}
+
 impl std::fmt::Display for Occurrence {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self.local {
-            Some(local) => write!(f, "recurrence (occurrence {}, {local})", self.index),
-            None => write!(
-                f,
-                "recurrence (occurrence {}, {})",
-                self.index,
-                format_local(self.instant, self.zone)
-            ),
-        }
+        write!(f, "content_ids[{}]", self.index)
     }
 }

@@ -18,7 +18,7 @@ use crate::domain::suggest::{
     EngagementSample, HOURS_PER_WEEK, SuggestParams, Suggestion, default_prior, suggest,
 };
 use crate::domain::time::{TimeZone, parse_local_date, parse_time_of_day};
-use crate::domain::{ExternalId, Platform, PostId, PostStatus};
+use crate::domain::{ErrorReason, ExternalId, Platform, PostId, PostStatus, Refusal};
 use crate::storage::{EngagementRecord, SlotsRecord};
 
 /// How far ahead a free slot is looked for.
@@ -72,7 +72,11 @@ const NOT_OCCUPYING: [PostStatus; 3] = [
 fn slot_error(field: &str, error: SlotError) -> SchedulerError {
     match error {
         SlotError::NoSlots | SlotError::NotEnoughSlots { .. } => {
-            SchedulerError::FailedPrecondition(error.to_string())
+            SchedulerError::FailedPrecondition(Refusal::new(
+                ErrorReason::NoPostingSlots,
+                field,
+                error.to_string(),
+            ))
         }
         other => invalid(field, other.to_string()),
     }
@@ -195,8 +199,12 @@ impl SchedulerService {
             .await?
             .filter(|schedule| !schedule.slots().is_empty())
             .ok_or_else(|| {
-                SchedulerError::FailedPrecondition(format!(
-                    "no posting slots are set for {business_id} on {platform}; set them with SetPostingSlots"
+                SchedulerError::FailedPrecondition(Refusal::new(
+                    ErrorReason::NoPostingSlots,
+                    format!("businesses/{business_id}/platforms/{platform}"),
+                    format!(
+                        "no posting slots are set for {business_id} on {platform}; set them with SetPostingSlots"
+                    ),
                 ))
             })?;
         let until = now + chrono::Duration::weeks(i64::from(SLOT_SEARCH_WEEKS) + 1);
@@ -206,8 +214,12 @@ impl SchedulerService {
         let instant = schedule
             .next_free(now, &taken, SLOT_SEARCH_WEEKS)
             .ok_or_else(|| {
-                SchedulerError::FailedPrecondition(format!(
-                    "every posting slot of {business_id} on {platform} in the coming {SLOT_SEARCH_WEEKS} weeks is taken"
+                SchedulerError::FailedPrecondition(Refusal::new(
+                    ErrorReason::NoPostingSlots,
+                    format!("businesses/{business_id}/platforms/{platform}"),
+                    format!(
+                        "every posting slot of {business_id} on {platform} in the coming {SLOT_SEARCH_WEEKS} weeks is taken"
+                    ),
                 ))
             })?;
         Ok((instant, schedule.zone()))
@@ -235,11 +247,11 @@ impl SchedulerService {
             return Ok((zone, planned));
         }
         let zone = TimeZone::parse(&request.time_zone)
-            .map_err(|error| invalid("recurrence.time_zone", error.to_string()))?;
+            .map_err(|error| error.for_field("recurrence.time_zone"))?;
         let start_date = parse_local_date(&request.start_date)
-            .map_err(|error| invalid("recurrence.start_date", error.to_string()))?;
+            .map_err(|error| error.for_field("recurrence.start_date"))?;
         let from = day_start(zone, start_date)
-            .map_err(|error| invalid("recurrence.start_date", error.to_string()))?
+            .map_err(|error| error.for_field("recurrence.start_date"))?
             .max(now);
         let until = from + chrono::Duration::weeks(53);
         let taken = self
@@ -371,10 +383,13 @@ impl SchedulerService {
             .published_at
             .filter(|_| post.status == PostStatus::Published)
         else {
-            return Err(SchedulerError::FailedPrecondition(format!(
-                "post {id} is {}; engagement can only be recorded for published posts",
-                post.status
-            )));
+            return Err(super::wrong_status(
+                &post,
+                format!(
+                    "post {id} is {}; engagement can only be recorded for published posts",
+                    post.status
+                ),
+            ));
         };
         let record = EngagementRecord {
             post_id: post.id.to_string(),
@@ -397,5 +412,5 @@ fn time_or(input: &str, field: &str, default_hour: u32) -> Result<NaiveTime, Sch
         return NaiveTime::from_hms_opt(default_hour, 0, 0)
             .ok_or_else(|| invalid(field, "has no valid default"));
     }
-    parse_time_of_day(input).map_err(|error| invalid(field, error.to_string()))
+    Ok(parse_time_of_day(input).map_err(|error| error.for_field(field))?)
 }

@@ -3,12 +3,14 @@
 use chrono::{DateTime, NaiveDate, Utc, Weekday};
 
 use super::{
-    ListPage, PageRequest, SchedulerError, SchedulerService, check_version, invalid, non_empty,
-    parse_zone,
+    ListPage, PageRequest, SchedulerError, SchedulerService, check_version, concurrent_change,
+    invalid, non_empty, parse_zone, wrong_status,
 };
 use crate::domain::calendar::{CalendarGrid, CalendarView, local_date};
 use crate::domain::time::{TimeZone, format_local};
-use crate::domain::{ExternalId, Platform, Post, PostId, PostStatus, truncate_to_micros};
+use crate::domain::{
+    ErrorReason, ExternalId, Platform, Post, PostId, PostStatus, Refusal, truncate_to_micros,
+};
 use crate::events::EventKind;
 use crate::stats::StatsSnapshot;
 use crate::storage::{Expectation, ListFilter, PauseRecord, PostPatch};
@@ -112,10 +114,10 @@ impl SchedulerService {
         let current = self.existing(id).await?;
         check_version(&current, expected_version)?;
         if current.status != PostStatus::DeadLettered {
-            return Err(SchedulerError::FailedPrecondition(format!(
-                "post {id} is {}, not DEAD_LETTERED",
-                current.status
-            )));
+            return Err(wrong_status(
+                &current,
+                format!("post {id} is {}, not DEAD_LETTERED", current.status),
+            ));
         }
         let patch = PostPatch {
             status: Some(PostStatus::Scheduled),
@@ -154,9 +156,10 @@ impl SchedulerService {
             PostStatus::Discarded => return Ok(current),
             PostStatus::DeadLettered => {}
             other => {
-                return Err(SchedulerError::FailedPrecondition(format!(
-                    "post {id} is {other}, not DEAD_LETTERED"
-                )));
+                return Err(wrong_status(
+                    &current,
+                    format!("post {id} is {other}, not DEAD_LETTERED"),
+                ));
             }
         }
         let patch = PostPatch {
@@ -188,16 +191,27 @@ impl SchedulerService {
         let current = self.existing(id).await?;
         check_version(&current, expected_version)?;
         if !current.status.is_pending() {
-            return Err(SchedulerError::FailedPrecondition(format!(
-                "post {id} is {}; only SCHEDULED or RETRY_SCHEDULED posts can be run now",
-                current.status
-            )));
+            return Err(wrong_status(
+                &current,
+                format!(
+                    "post {id} is {}; only SCHEDULED or RETRY_SCHEDULED posts can be run now",
+                    current.status
+                ),
+            ));
         }
         if self.gate.is_paused(&current.business_id, &current.platform) {
-            return Err(SchedulerError::FailedPrecondition(format!(
-                "the queue of business {} on {} is paused; resume it first",
-                current.business_id, current.platform
-            )));
+            return Err(SchedulerError::FailedPrecondition(
+                Refusal::new(
+                    ErrorReason::Paused,
+                    format!("businesses/{}", current.business_id),
+                    format!(
+                        "the queue of business {} on {} is paused; resume it first",
+                        current.business_id, current.platform
+                    ),
+                )
+                .with_metadata("business_id", current.business_id.as_str())
+                .with_metadata("platform", current.platform.as_str()),
+            ));
         }
         let patch = PostPatch {
             next_attempt_at: Some(truncate_to_micros(now)),
@@ -238,9 +252,13 @@ impl SchedulerService {
             )
             .await;
         if !idle {
-            return Err(SchedulerError::Unavailable(format!(
-                "the pause is in force, but an attempt already under way did not finish within {}s; call PauseQueue again to wait for it",
-                self.limits.pause_wait.as_secs()
+            return Err(SchedulerError::Unavailable(Refusal::new(
+                ErrorReason::AttemptInProgress,
+                format!("businesses/{}", record.business_id),
+                format!(
+                    "the pause is in force, but an attempt already under way did not finish within {}s; call PauseQueue again to wait for it",
+                    self.limits.pause_wait.as_secs()
+                ),
             )));
         }
         let pauses = self.storage.list_pauses(Some(&record.business_id)).await?;
@@ -469,10 +487,13 @@ impl SchedulerService {
             .compare_and_set(&expected, patch, now)
             .await?
             .ok_or_else(|| {
-                SchedulerError::Aborted(format!(
-                    "post {} changed meanwhile; read it again and retry",
-                    current.id
-                ))
+                concurrent_change(
+                    current.id,
+                    format!(
+                        "post {} changed meanwhile; read it again and retry",
+                        current.id
+                    ),
+                )
             })
     }
 }
