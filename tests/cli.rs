@@ -712,6 +712,57 @@ async fn bulk_and_queue_commands_print_parsable_json() {
     server.stop().await;
 }
 
+/// The largest batch, with a payload, fits the CLI's default message limit,
+/// and a retry with its request id prints the same posts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bulk_of_ten_thousand_posts_and_its_retry_print_the_same_ids() {
+    let server = Server::start().await;
+    let content: Vec<String> = (0..10_000).map(|i| format!("c{i:05}")).collect();
+    let content = content.join(",");
+    let payload = format!("{{\"text\":\"{}\"}}", "p".repeat(1_000));
+    let start_date = format!("{}-01-01", next_october());
+    let args = [
+        "bulk",
+        "--business",
+        "big",
+        "--platform",
+        "x",
+        "--content",
+        &content,
+        "--pattern",
+        "every-n-hours",
+        "--interval-hours",
+        "1",
+        "--start-date",
+        &start_date,
+        "--time",
+        "00:00",
+        "--zone",
+        "UTC",
+        "--payload",
+        &payload,
+        "--request-id",
+        "cli-big-bulk",
+    ];
+    let ids = |answer: &Value| -> Vec<String> {
+        answer["schedules"]
+            .as_array()
+            .expect("schedules")
+            .iter()
+            .map(|post| post["id"].as_str().expect("an id").to_owned())
+            .collect()
+    };
+    let first = ids(&server.json(&args).await);
+    assert_eq!(first.len(), 10_000);
+    assert!(first.iter().all(|id| !id.is_empty()));
+    let retry = ids(&server.json(&args).await);
+    assert_eq!(
+        retry, first,
+        "the retry prints the same posts in the same order"
+    );
+    server.stop().await;
+}
+
 /// `watch` prints one line per event as it happens.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watch_streams_events() {

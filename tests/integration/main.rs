@@ -3,6 +3,7 @@
 //! `PUNCTUAL_TEST_DATABASE_URL=postgres://…` is set.
 
 mod auth;
+mod contract;
 mod helpers;
 mod limits;
 mod planning;
