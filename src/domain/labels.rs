@@ -64,7 +64,7 @@ impl Labels {
     }
 
     /// The stored form: a JSON object with keys in order and no spaces.
-    /// [`LabelCondition::stored_pattern`] relies on this exact form.
+    /// [`LabelCondition::stored_fragment`] relies on this exact form.
     pub fn to_json(&self) -> String {
         let mut out = String::from("{");
         for (index, (key, value)) in self.0.iter().enumerate() {
@@ -129,30 +129,18 @@ pub enum LabelCondition {
     Has { key: String },
 }
 
-/// A character no key or pattern needs literally, used to escape `%` and
-/// `_` in `LIKE` patterns.
-pub const LIKE_ESCAPE: char = '!';
-
 impl LabelCondition {
-    /// A SQL `LIKE` pattern (escaped with [`LIKE_ESCAPE`]) that matches the
-    /// stored JSON of [`Labels::to_json`] exactly when the condition holds.
-    /// In that JSON a real quote never occurs inside a key or value (it is
-    /// escaped as `\"`), so `"key":` can only be a key and `"key":"value"`
-    /// only that key with exactly that value.
-    pub fn stored_pattern(&self) -> String {
-        let fragment = match self {
+    /// A piece of text that occurs in the stored JSON of
+    /// [`Labels::to_json`] exactly when the condition holds. In that JSON a
+    /// real quote never occurs inside a key or value (it is escaped as
+    /// `\"`), so `"key":` can only be a key and `"key":"value"` only that
+    /// key with exactly that value. Matched as a plain, case-sensitive
+    /// substring.
+    pub fn stored_fragment(&self) -> String {
+        match self {
             Self::Equals { key, value } => format!("{}:{}", json_string(key), json_string(value)),
             Self::Has { key } => format!("{}:", json_string(key)),
-        };
-        let mut pattern = String::from("%");
-        for c in fragment.chars() {
-            if matches!(c, '%' | '_' | LIKE_ESCAPE) {
-                pattern.push(LIKE_ESCAPE);
-            }
-            pattern.push(c);
         }
-        pattern.push('%');
-        pattern
     }
 }
 
@@ -288,47 +276,33 @@ mod tests {
     }
 
     #[test]
-    fn patterns_match_only_the_condition() {
-        let stored = Labels::parse("labels", [("a_b", "x"), ("c", r#""a_b":"x" %"#), ("d", "")])
-            .unwrap()
-            .to_json();
-        let like = |pattern: &str| sql_like(&stored, pattern);
-        let eq = |key: &str, value: &str| {
-            LabelCondition::Equals {
-                key: key.into(),
-                value: value.into(),
-            }
-            .stored_pattern()
+    fn fragments_match_only_the_condition() {
+        let stored = Labels::parse(
+            "labels",
+            [
+                ("a_b", "x"),
+                ("c", r#""a_b":"y" %"#),
+                ("d", ""),
+                ("e", "Spring"),
+            ],
+        )
+        .unwrap()
+        .to_json();
+        let holds = |condition: LabelCondition| stored.contains(&condition.stored_fragment());
+        let eq = |key: &str, value: &str| LabelCondition::Equals {
+            key: key.into(),
+            value: value.into(),
         };
-        let has = |key: &str| LabelCondition::Has { key: key.into() }.stored_pattern();
-        assert!(like(&eq("a_b", "x")));
-        assert!(!like(&eq("a_b", "y")));
-        assert!(!like(&eq("a", "x")));
-        assert!(!like(&eq("axb", "x")));
-        assert!(like(&eq("c", r#""a_b":"x" %"#)));
-        assert!(like(&eq("d", "")));
-        assert!(like(&has("a_b")));
-        assert!(!like(&has("b")));
-        assert!(!like(&has("x")));
-    }
-
-    /// SQL `LIKE` with `%`, `_` and the escape character, enough to check
-    /// the patterns without a database.
-    fn sql_like(text: &str, pattern: &str) -> bool {
-        fn go(text: &[char], pattern: &[char]) -> bool {
-            match pattern.split_first() {
-                None => text.is_empty(),
-                Some(('%', rest)) => (0..=text.len()).any(|skip| go(&text[skip..], rest)),
-                Some(('_', rest)) => !text.is_empty() && go(&text[1..], rest),
-                Some((&LIKE_ESCAPE, rest)) => match rest.split_first() {
-                    Some((c, rest)) => text.first() == Some(c) && go(&text[1..], rest),
-                    None => false,
-                },
-                Some((c, rest)) => text.first() == Some(c) && go(&text[1..], rest),
-            }
-        }
-        let text: Vec<char> = text.chars().collect();
-        let pattern: Vec<char> = pattern.chars().collect();
-        go(&text, &pattern)
+        let has = |key: &str| LabelCondition::Has { key: key.into() };
+        assert!(holds(eq("a_b", "x")));
+        assert!(!holds(eq("a_b", "y")), "a value that quotes another label");
+        assert!(!holds(eq("a", "x")));
+        assert!(!holds(eq("b", "x")));
+        assert!(holds(eq("c", r#""a_b":"y" %"#)));
+        assert!(holds(eq("d", "")));
+        assert!(!holds(eq("e", "spring")), "values match case-sensitively");
+        assert!(holds(has("a_b")));
+        assert!(!holds(has("b")));
+        assert!(!holds(has("x")));
     }
 }

@@ -787,6 +787,20 @@ impl Storage {
         Ok(())
     }
 
+    /// The stored labels contain `fragment`, case-sensitively (SQLite's
+    /// `LIKE` ignores ASCII case, so neither backend uses it).
+    fn labels_contain(&self, fragment: String) -> SqlCondition {
+        let function = match self.pool {
+            Pool::Sqlite(_) => "instr(posts.labels, ",
+            Pool::Postgres(_) => "strpos(posts.labels, ",
+        };
+        SqlCondition {
+            before: function.into(),
+            bind: Some(fragment),
+            after: ") > 0".into(),
+        }
+    }
+
     pub fn backend_name(&self) -> &'static str {
         match self.pool {
             Pool::Sqlite(_) => "sqlite",
@@ -906,10 +920,10 @@ impl Storage {
         limit: i64,
     ) -> Result<Vec<Post>, StorageError> {
         let statuses: Vec<&str> = filter.statuses.iter().map(|s| s.as_str()).collect();
-        let label_patterns: Vec<String> = filter
+        let label_conditions: Vec<SqlCondition> = filter
             .labels
             .iter()
-            .map(crate::domain::LabelCondition::stored_pattern)
+            .map(|condition| self.labels_contain(condition.stored_fragment()))
             .collect();
         let rows: Vec<PostRow> = with_connection!(self, |conn| {
             let mut query = posts::table.select(PostRow::as_select()).into_boxed();
@@ -928,12 +942,8 @@ impl Storage {
             if let Some(platform) = &filter.platform {
                 query = query.filter(posts::platform.eq(platform));
             }
-            for pattern in &label_patterns {
-                query = query.filter(
-                    posts::labels
-                        .like(pattern)
-                        .escape(crate::domain::LIKE_ESCAPE),
-                );
+            for condition in &label_conditions {
+                query = query.filter(condition.clone());
             }
             if let Some(cursor) = after {
                 query = query.filter(

@@ -730,7 +730,6 @@ async fn labels_are_kept_filtered_on_replaced_and_shown_in_the_calendar() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "server bug: on SQLite, LIKE ignores ASCII case, so `labels.campaign = \"spring\"` also finds campaign=Spring (passes on PostgreSQL)"]
 async fn a_label_filter_matches_values_case_exactly() {
     let app = spawn_app().await;
     let at = in_millis(3_600_000);

@@ -4,6 +4,7 @@
 
 mod auth;
 mod contract;
+mod errors;
 mod helpers;
 mod limits;
 mod planning;
