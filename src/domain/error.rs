@@ -276,4 +276,20 @@ mod tests {
         names.dedup();
         assert_eq!(names.len(), ErrorReason::ALL.len());
     }
+
+    /// The reasons are part of the API: the error table of `docs/api.md`
+    /// must name every one, so that a new reason cannot ship undocumented.
+    #[test]
+    fn every_reason_is_in_the_error_table_of_the_api_docs() {
+        let docs = include_str!("../../docs/api.md");
+        let missing: Vec<&str> = ErrorReason::ALL
+            .iter()
+            .map(|reason| reason.as_str())
+            .filter(|name| !docs.contains(&format!("`{name}`")))
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "docs/api.md does not name these error reasons: {missing:?}"
+        );
+    }
 }
