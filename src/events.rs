@@ -10,47 +10,7 @@ use tokio::sync::{broadcast, mpsc};
 use crate::domain::{Post, PostId, PostStatus};
 use crate::stats::QueueStatsTracker;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EventKind {
-    Scheduled,
-    Updated,
-    Cancelled,
-    Publishing,
-    Published,
-    RetryScheduled,
-    DeadLettered,
-    Discarded,
-}
-
-impl EventKind {
-    const ALL: [EventKind; 8] = [
-        EventKind::Scheduled,
-        EventKind::Updated,
-        EventKind::Cancelled,
-        EventKind::Publishing,
-        EventKind::Published,
-        EventKind::RetryScheduled,
-        EventKind::DeadLettered,
-        EventKind::Discarded,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            EventKind::Scheduled => "scheduled",
-            EventKind::Updated => "updated",
-            EventKind::Cancelled => "cancelled",
-            EventKind::Publishing => "publishing",
-            EventKind::Published => "published",
-            EventKind::RetryScheduled => "retry_scheduled",
-            EventKind::DeadLettered => "dead_lettered",
-            EventKind::Discarded => "discarded",
-        }
-    }
-
-    pub fn parse(input: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|kind| kind.as_str() == input)
-    }
-}
+pub use crate::domain::EventKind;
 
 /// What other replicas need to hear of an event: they read the post itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -167,18 +127,5 @@ impl EventBus {
 
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<PostEvent>> {
         self.sender.subscribe()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn event_kinds_read_back() {
-        for kind in EventKind::ALL {
-            assert_eq!(EventKind::parse(kind.as_str()), Some(kind));
-        }
-        assert_eq!(EventKind::parse("exploded"), None);
     }
 }

@@ -6,6 +6,8 @@
 //!   nothing of gRPC, SQL or HTTP.
 //! * [`scheduler`]: the application service: validates requests, writes
 //!   through [`storage`], tells the [`engine`] and emits [`events`].
+//! * [`lifecycle`]: the one writer of a post's status: applies a
+//!   [`domain::Transition`] as a compare-and-set and announces it.
 //! * [`storage`]: the database (SQLite or PostgreSQL through diesel-async).
 //!   The only module that knows SQL.
 //! * [`engine`]: the single task that owns the timers and fires each post at
@@ -35,6 +37,7 @@ pub mod engine;
 pub mod events;
 pub mod grpc;
 pub mod health;
+pub mod lifecycle;
 pub mod publisher;
 pub mod scheduler;
 pub mod stats;

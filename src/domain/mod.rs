@@ -5,6 +5,7 @@
 pub mod calendar;
 pub mod error;
 pub mod labels;
+pub mod lifecycle;
 pub mod payload;
 pub mod post;
 pub mod recurrence;
@@ -14,5 +15,6 @@ pub mod time;
 
 pub use error::*;
 pub use labels::*;
+pub use lifecycle::{EventKind, Transition};
 pub use payload::*;
 pub use post::*;

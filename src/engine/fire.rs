@@ -12,10 +12,9 @@ use tracing::Instrument as _;
 
 use super::FireContext;
 use super::ownership::InFlight;
-use crate::domain::{AttemptOutcome, AttemptRecord, Post, PostId, PostStatus};
-use crate::events::EventKind;
+use crate::domain::{AttemptOutcome, AttemptRecord, Post, PostId, PostStatus, Transition};
 use crate::publisher::{PublishOutcome, PublishRequest};
-use crate::storage::{Claim, DueEntry, Expectation, FinishedAttempt, PostPatch, StorageError};
+use crate::storage::{Change, Claim, DueEntry, FinishedAttempt, PostPatch, StorageError};
 use crate::telemetry::{self, AttemptLabel};
 
 /// How long the write that records an outcome is retried while the
@@ -276,12 +275,7 @@ async fn start_attempt(
             }
         };
         let started = context.clock.now();
-        context.events.emit_copy(
-            EventKind::Publishing,
-            &claimed,
-            Some(PostStatus::pending_after(claimed.attempts - 1)),
-            started,
-        );
+        context.lifecycle.announce_attempt_start(&claimed, started);
         let lateness = (started - claimed.next_attempt_at)
             .to_std()
             .unwrap_or_default();
@@ -370,19 +364,12 @@ async fn give_back(
     due: DateTime<Utc>,
     now: DateTime<Utc>,
 ) -> bool {
-    let attempts = claimed.attempts.saturating_sub(1);
     let patch = PostPatch {
-        status: Some(PostStatus::pending_after(attempts)),
-        attempts: Some(attempts),
         next_attempt_at: Some(crate::domain::truncate_to_micros(due)),
         ..PostPatch::default()
     };
-    let expected = Expectation::still_claimed(claimed.id, claimed.version);
-    match context
-        .storage
-        .compare_and_set(&expected, &patch, now)
-        .await
-    {
+    let change = Change::of(Transition::GiveBack, claimed);
+    match context.lifecycle.apply(&change, &patch, now).await {
         Ok(Some(_)) => true,
         Ok(None) => false,
         Err(error) => {
@@ -425,28 +412,17 @@ async fn dead_letter_missed(
         lateness.as_secs(),
         context.config.missed_fire_window.as_secs()
     );
-    let attempts = claimed.attempts.saturating_sub(1);
     let patch = PostPatch {
-        status: Some(PostStatus::DeadLettered),
-        attempts: Some(attempts),
         last_error: Some(Some(reason)),
         ..PostPatch::default()
     };
-    let expected = Expectation::still_claimed(claimed.id, claimed.version);
-    match context
-        .storage
-        .compare_and_set(&expected, &patch, now)
-        .await
-    {
+    let change = Change::of(Transition::Miss, claimed);
+    match context.lifecycle.apply(&change, &patch, now).await {
         Ok(Some(post)) => {
             context
                 .metrics
                 .record_attempt(AttemptLabel::Missed, &post.platform);
             tracing::warn!(post.id = %post.id, lateness_ms = lateness.as_millis() as u64, "post missed its instant; dead-lettered");
-            let previous = PostStatus::pending_after(attempts);
-            context
-                .events
-                .emit(EventKind::DeadLettered, post, Some(previous), now);
         }
         Ok(None) => {}
         Err(error) => {
@@ -476,41 +452,42 @@ async fn record_outcome(
     let mut finished = FinishedAttempt {
         id: claimed.id,
         claimed_version: claimed.version,
-        status: PostStatus::Published,
+        attempts: claimed.attempts,
+        transition: Transition::Publish,
         next_attempt_at: claimed.next_attempt_at,
         published_at: claimed.published_at,
         external_id: claimed.external_id.clone(),
         last_error: None,
         attempt_history: Vec::new(),
     };
-    let (kind, attempt_outcome) = match outcome {
+    let attempt_outcome = match outcome {
         PublishOutcome::Published { external_id, .. } => {
             finished.published_at = Some(now);
             finished.external_id = external_id;
-            (EventKind::Published, AttemptOutcome::Published)
+            AttemptOutcome::Published
         }
         PublishOutcome::Retryable {
             error, retry_after, ..
         } if retry.has_attempts_left(claimed.attempts) => {
             let delay = retry.backoff(claimed.attempts, retry_after);
             let next = now + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::zero());
-            finished.status = PostStatus::RetryScheduled;
+            finished.transition = Transition::Retry;
             finished.next_attempt_at = crate::domain::truncate_to_micros(next);
             finished.last_error = Some(error);
-            (EventKind::RetryScheduled, AttemptOutcome::Retry)
+            AttemptOutcome::Retry
         }
         PublishOutcome::Retryable { error, .. } => {
-            finished.status = PostStatus::DeadLettered;
+            finished.transition = Transition::GiveUp;
             finished.last_error = Some(format!(
                 "gave up after {} attempts: {error}",
                 claimed.attempts
             ));
-            (EventKind::DeadLettered, AttemptOutcome::GaveUp)
+            AttemptOutcome::GaveUp
         }
         PublishOutcome::Permanent { error, .. } => {
-            finished.status = PostStatus::DeadLettered;
+            finished.transition = Transition::GiveUp;
             finished.last_error = Some(format!("rejected by the publisher: {error}"));
-            (EventKind::DeadLettered, AttemptOutcome::Rejected)
+            AttemptOutcome::Rejected
         }
     };
     context
@@ -526,7 +503,8 @@ async fn record_outcome(
         error,
     });
     finished.attempt_history = history;
-    let (expected, patch) = finished.as_compare_and_set();
+    let transition = finished.transition;
+    let (change, patch) = finished.as_compare_and_set();
     let (done, written) = oneshot::channel();
     let queued = context.outcomes.send(OutcomeWrite {
         attempt: finished,
@@ -547,12 +525,16 @@ async fn record_outcome(
     loop {
         match result {
             Ok(Some(post)) => {
-                if post.status == PostStatus::RetryScheduled {
+                if post.status.is_pending() {
                     context.handle.arm(post.id, post.next_attempt_at);
                 }
-                context
-                    .events
-                    .emit(kind, post, Some(PostStatus::Publishing), now);
+                context.lifecycle.announce(
+                    transition,
+                    &post,
+                    PostStatus::Publishing,
+                    claimed.attempts,
+                    now,
+                );
                 return;
             }
             Ok(None) => {
@@ -572,7 +554,7 @@ async fn record_outcome(
                 };
                 result = context
                     .storage
-                    .compare_and_set(&expected, &patch, now)
+                    .compare_and_set(&change, &patch, now)
                     .await;
             }
             Err(error) => {

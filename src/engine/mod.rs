@@ -34,6 +34,7 @@ use tokio_util::time::{DelayQueue, delay_queue};
 use crate::clock::Clock;
 use crate::domain::PostId;
 use crate::events::EventBus;
+use crate::lifecycle::LifeCycle;
 use crate::publisher::{Publisher, RetryPolicy};
 use crate::storage::{DueEntry, Storage};
 use crate::telemetry::Metrics;
@@ -213,8 +214,9 @@ impl EngineHandle {
 /// What a publish attempt needs, shared by all attempts.
 struct FireContext {
     storage: Storage,
+    /// Writes each change of a post's status and announces it.
+    lifecycle: LifeCycle,
     publisher: Arc<dyn Publisher>,
-    events: EventBus,
     clock: Arc<dyn Clock>,
     config: EngineConfig,
     handle: EngineHandle,
@@ -298,9 +300,9 @@ impl Engine {
         let limiter = RateLimiter::new(config.rate_limits.clone());
         Self {
             context: Arc::new(FireContext {
+                lifecycle: LifeCycle::new(storage.clone(), events),
                 storage,
                 publisher,
-                events,
                 clock,
                 config,
                 handle,

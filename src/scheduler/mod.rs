@@ -19,12 +19,13 @@ use crate::domain::time::{
 };
 use crate::domain::{
     ErrorReason, ExternalId, FieldError, Labels, Payload, Platform, Post, PostId, PostStatus,
-    PostView, Refusal, parse_label_filter, truncate_to_micros,
+    PostView, Refusal, Transition, parse_label_filter, truncate_to_micros,
 };
 use crate::engine::EngineHandle;
 use crate::engine::gate::PauseGate;
-use crate::events::{EventBus, EventKind};
-use crate::storage::{Expectation, ListCursor, ListFilter, PostPatch, Storage, StorageError};
+use crate::events::EventBus;
+use crate::lifecycle::LifeCycle;
+use crate::storage::{Change, ListCursor, ListFilter, PostPatch, Storage, StorageError};
 
 mod planning;
 mod queue;
@@ -250,9 +251,11 @@ const MAX_PAGE_SIZE: i64 = 1_000;
 
 #[derive(Clone)]
 pub struct SchedulerService {
+    /// For reads; every change of a post goes through `lifecycle`.
     storage: Storage,
     engine: EngineHandle,
-    events: EventBus,
+    /// Writes each change of a post's status and announces it.
+    lifecycle: LifeCycle,
     clock: Arc<dyn Clock>,
     gate: Arc<PauseGate>,
     limits: Limits,
@@ -272,9 +275,9 @@ impl SchedulerService {
         limits: Limits,
     ) -> Self {
         Self {
+            lifecycle: LifeCycle::new(storage.clone(), events),
             storage,
             engine,
-            events,
             clock,
             gate,
             limits,
@@ -289,7 +292,7 @@ impl SchedulerService {
     }
 
     pub fn events(&self) -> &EventBus {
-        &self.events
+        self.lifecycle.events()
     }
 
     pub async fn create(&self, request: CreateRequest) -> Result<Post, SchedulerError> {
@@ -345,8 +348,7 @@ impl SchedulerService {
         match self.storage.insert(&post).await {
             Ok(()) => {
                 self.engine.arm(post.id, post.next_attempt_at);
-                self.events
-                    .emit_copy(EventKind::Scheduled, &post, None, now);
+                self.lifecycle.announce_created(&post, now);
                 Ok(post)
             }
             Err(StorageError::DuplicateRequest) => {
@@ -442,7 +444,7 @@ impl SchedulerService {
                 .await?
                 .ok_or_else(|| SchedulerError::NotFound(id.to_string()))?;
             check_version(&current, request.expected_version)?;
-            if !current.status.is_pending() {
+            if !(Transition::Edit { new_instant: true }).allows(current.status) {
                 return Err(wrong_status(
                     &current,
                     format!(
@@ -452,17 +454,12 @@ impl SchedulerService {
                 ));
             }
             let patch = self.update_patch(&request, &paths, &current, now)?;
-            let expected = Expectation {
-                fenced: false,
-                id,
-                version: Some(current.version),
-                statuses: &PostStatus::PENDING,
-                due_by: None,
+            let edit = Transition::Edit {
+                new_instant: patch.next_attempt_at.is_some(),
             };
-            if let Some(updated) = self.storage.compare_and_set(&expected, &patch, now).await? {
+            let change = Change::of(edit, &current);
+            if let Some(updated) = self.lifecycle.apply(&change, &patch, now).await? {
                 self.engine.arm(updated.id, updated.next_attempt_at);
-                self.events
-                    .emit_copy(EventKind::Updated, &updated, Some(current.status), now);
                 return Ok(updated);
             }
         }
@@ -477,11 +474,6 @@ impl SchedulerService {
         id: &str,
         expected_version: Option<i64>,
     ) -> Result<Post, SchedulerError> {
-        const CANCELLABLE: [PostStatus; 3] = [
-            PostStatus::Scheduled,
-            PostStatus::RetryScheduled,
-            PostStatus::DeadLettered,
-        ];
         let id = PostId::parse("id", id)?;
         for _ in 0..CAS_ROUNDS {
             let now = self.clock.now();
@@ -494,7 +486,7 @@ impl SchedulerService {
                 return Ok(current);
             }
             check_version(&current, expected_version)?;
-            if !CANCELLABLE.contains(&current.status) {
+            if !Transition::Cancel.allows(current.status) {
                 return Err(wrong_status(
                     &current,
                     format!(
@@ -503,21 +495,13 @@ impl SchedulerService {
                     ),
                 ));
             }
-            let patch = PostPatch {
-                status: Some(PostStatus::Cancelled),
-                ..PostPatch::default()
-            };
-            let expected = Expectation {
-                fenced: false,
-                id,
-                version: Some(current.version),
-                statuses: &CANCELLABLE,
-                due_by: None,
-            };
-            if let Some(cancelled) = self.storage.compare_and_set(&expected, &patch, now).await? {
+            let change = Change::of(Transition::Cancel, &current);
+            if let Some(cancelled) = self
+                .lifecycle
+                .apply(&change, &PostPatch::default(), now)
+                .await?
+            {
                 self.engine.disarm(id);
-                self.events
-                    .emit_copy(EventKind::Cancelled, &cancelled, Some(current.status), now);
                 return Ok(cancelled);
             }
         }
@@ -603,7 +587,7 @@ impl SchedulerService {
             Ok(()) => {
                 for post in &posts {
                     self.engine.arm(post.id, post.next_attempt_at);
-                    self.events.emit_copy(EventKind::Scheduled, post, None, now);
+                    self.lifecycle.announce_created(post, now);
                 }
                 Ok(posts)
             }
@@ -710,10 +694,9 @@ impl SchedulerService {
         if let Some(instant) = instant {
             patch.scheduled_for = Some(instant);
             patch.next_attempt_at = Some(instant);
-            // A new instant is a fresh start for a post that was retrying.
+            // A new instant is a fresh start for a post that was retrying
+            // (`Transition::Edit` makes it SCHEDULED with no attempts).
             if current.status == PostStatus::RetryScheduled {
-                patch.status = Some(PostStatus::Scheduled);
-                patch.attempts = Some(0);
                 patch.last_error = Some(None);
             }
         }
@@ -757,7 +740,7 @@ fn new_post(
         labels,
         scheduled_for,
         time_zone,
-        status: PostStatus::Scheduled,
+        status: Transition::Create.target(PostStatus::Scheduled, 0),
         attempts: 0,
         last_error: None,
         next_attempt_at: scheduled_for,

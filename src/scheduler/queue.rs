@@ -9,11 +9,11 @@ use super::{
 use crate::domain::calendar::{CalendarGrid, CalendarView, local_date};
 use crate::domain::time::{TimeZone, format_local};
 use crate::domain::{
-    ErrorReason, ExternalId, Platform, Post, PostId, PostStatus, Refusal, truncate_to_micros,
+    ErrorReason, ExternalId, Platform, Post, PostId, PostStatus, Refusal, Transition,
+    truncate_to_micros,
 };
-use crate::events::EventKind;
 use crate::stats::StatsSnapshot;
-use crate::storage::{Expectation, ListFilter, PauseRecord, PostPatch};
+use crate::storage::{Change, ListFilter, PauseRecord, PostPatch};
 
 /// Posts handled per read when a resume works through missed posts.
 const RESUME_BATCH: i64 = 1_000;
@@ -113,29 +113,21 @@ impl SchedulerService {
         };
         let current = self.existing(id).await?;
         check_version(&current, expected_version)?;
-        if current.status != PostStatus::DeadLettered {
+        if !Transition::Requeue.allows(current.status) {
             return Err(wrong_status(
                 &current,
                 format!("post {id} is {}, not DEAD_LETTERED", current.status),
             ));
         }
         let patch = PostPatch {
-            status: Some(PostStatus::Scheduled),
-            attempts: Some(0),
             next_attempt_at: Some(due),
             last_error: Some(None),
             ..PostPatch::default()
         };
         let requeued = self
-            .transition(&current, &[PostStatus::DeadLettered], &patch, now)
+            .transition(&current, Transition::Requeue, &patch, now)
             .await?;
         self.engine.arm(requeued.id, requeued.next_attempt_at);
-        self.events.emit_copy(
-            EventKind::Scheduled,
-            &requeued,
-            Some(PostStatus::DeadLettered),
-            now,
-        );
         Ok(requeued)
     }
 
@@ -152,29 +144,18 @@ impl SchedulerService {
             PostStatus::Discarded if expected_version.is_none() => return Ok(current),
             _ => check_version(&current, expected_version)?,
         }
-        match current.status {
-            PostStatus::Discarded => return Ok(current),
-            PostStatus::DeadLettered => {}
-            other => {
-                return Err(wrong_status(
-                    &current,
-                    format!("post {id} is {other}, not DEAD_LETTERED"),
-                ));
-            }
+        if current.status == PostStatus::Discarded {
+            return Ok(current);
         }
-        let patch = PostPatch {
-            status: Some(PostStatus::Discarded),
-            ..PostPatch::default()
-        };
+        if !Transition::Discard.allows(current.status) {
+            return Err(wrong_status(
+                &current,
+                format!("post {id} is {}, not DEAD_LETTERED", current.status),
+            ));
+        }
         let discarded = self
-            .transition(&current, &[PostStatus::DeadLettered], &patch, now)
+            .transition(&current, Transition::Discard, &PostPatch::default(), now)
             .await?;
-        self.events.emit_copy(
-            EventKind::Discarded,
-            &discarded,
-            Some(PostStatus::DeadLettered),
-            now,
-        );
         Ok(discarded)
     }
 
@@ -190,7 +171,7 @@ impl SchedulerService {
         let now = self.clock.now();
         let current = self.existing(id).await?;
         check_version(&current, expected_version)?;
-        if !current.status.is_pending() {
+        if !Transition::RunNow.allows(current.status) {
             return Err(wrong_status(
                 &current,
                 format!(
@@ -218,11 +199,9 @@ impl SchedulerService {
             ..PostPatch::default()
         };
         let moved = self
-            .transition(&current, &PostStatus::PENDING, &patch, now)
+            .transition(&current, Transition::RunNow, &patch, now)
             .await?;
         self.engine.arm(moved.id, moved.next_attempt_at);
-        self.events
-            .emit_copy(EventKind::Updated, &moved, Some(current.status), now);
         Ok(moved)
     }
 
@@ -337,45 +316,36 @@ impl SchedulerService {
                 post.next_attempt_at.to_rfc3339()
             )
         };
-        let (patch, kind) = match policy {
+        let (transition, patch) = match policy {
             // Due now: the missed-fire window counts from the resume.
             MissedPolicy::PublishNow => (
+                Transition::RunNow,
                 PostPatch {
                     next_attempt_at: Some(now),
                     ..PostPatch::default()
                 },
-                None,
             ),
             MissedPolicy::KeepForReview => (
+                Transition::HoldForReview,
                 PostPatch {
-                    status: Some(PostStatus::DeadLettered),
                     last_error: Some(Some(reason("held for review"))),
                     ..PostPatch::default()
                 },
-                Some(EventKind::DeadLettered),
             ),
             MissedPolicy::Skip => (
+                Transition::Skip,
                 PostPatch {
-                    status: Some(PostStatus::Cancelled),
                     last_error: Some(Some(reason("skipped"))),
                     ..PostPatch::default()
                 },
-                Some(EventKind::Cancelled),
             ),
         };
-        let expected = Expectation {
-            fenced: false,
-            id: post.id,
-            version: Some(post.version),
-            statuses: &PostStatus::PENDING,
-            due_by: None,
-        };
         // A post changed meanwhile is left as the change made it.
-        if let Some(settled) = self.storage.compare_and_set(&expected, &patch, now).await? {
-            match kind {
-                None => self.engine.arm(settled.id, settled.next_attempt_at),
-                Some(kind) => self.events.emit(kind, settled, Some(post.status), now),
-            }
+        let change = Change::of(transition, &post);
+        if let Some(settled) = self.lifecycle.apply(&change, &patch, now).await?
+            && settled.status.is_pending()
+        {
+            self.engine.arm(settled.id, settled.next_attempt_at);
         }
         Ok(())
     }
@@ -391,7 +361,7 @@ impl SchedulerService {
     pub async fn queue_stats(&self, business_id: &str) -> Result<QueueStats, SchedulerError> {
         let business_id = non_empty(business_id);
         let now = self.clock.now();
-        let mut snapshot = self.events.stats().snapshot(business_id.as_deref(), now);
+        let mut snapshot = self.events().stats().snapshot(business_id.as_deref(), now);
         if self.storage.is_shared() {
             // Other replicas change posts too: the counts this process keeps
             // see only its own changes, so count in the database.
@@ -472,19 +442,13 @@ impl SchedulerService {
     async fn transition(
         &self,
         current: &Post,
-        statuses: &[PostStatus],
+        transition: Transition,
         patch: &PostPatch,
         now: DateTime<Utc>,
     ) -> Result<Post, SchedulerError> {
-        let expected = Expectation {
-            fenced: false,
-            id: current.id,
-            version: Some(current.version),
-            statuses,
-            due_by: None,
-        };
-        self.storage
-            .compare_and_set(&expected, patch, now)
+        let change = Change::of(transition, current);
+        self.lifecycle
+            .apply(&change, patch, now)
             .await?
             .ok_or_else(|| {
                 concurrent_change(

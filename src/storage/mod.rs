@@ -30,7 +30,7 @@ use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 use futures::FutureExt;
 
 use crate::domain::time::TimeZone;
-use crate::domain::{Post, PostId, PostStatus};
+use crate::domain::{Post, PostId, PostStatus, Transition};
 use rows::{InsertedId, OnDuplicateRequest, PostColumns, PostRow, micros};
 use schema::posts;
 
@@ -416,34 +416,46 @@ pub struct ListCursor {
     pub id: String,
 }
 
-/// What must still hold for a compare-and-set to apply.
+/// One post's [`Transition`], as a compare-and-set: it applies only if the
+/// post is still in one of the transition's source statuses, at the version
+/// it was read with, and (for a transition that ends a claim) under the
+/// lease it was claimed under. The new status and attempt count are the
+/// transition's, from the status and attempts the post was read with.
 #[derive(Debug, Clone)]
-pub struct Expectation<'a> {
+pub struct Change {
+    pub transition: Transition,
     pub id: PostId,
-    /// Only if this replica still holds, unexpired, the lease under which
-    /// the post was claimed: set on every write that finishes a claim.
-    pub fenced: bool,
-    /// The version the change was computed from; `None` for changes that only
-    /// depend on the status (a claim, a cancel racing nothing).
+    /// The status the post was read with.
+    pub from: PostStatus,
+    /// The attempts the post was read with.
+    pub attempts: u32,
+    /// The version the change was computed from.
     pub version: Option<i64>,
-    pub statuses: &'a [PostStatus],
     /// Only if the post's next attempt is due at or before this instant: a
     /// stale timer can never publish a post whose instant moved later.
     pub due_by: Option<DateTime<Utc>>,
 }
 
-impl Expectation<'static> {
-    /// The post is still `PUBLISHING` at the version its claim gave it,
-    /// under the lease it was claimed under: what every write that finishes
-    /// or gives back a claim requires.
-    pub fn still_claimed(id: PostId, claimed_version: i64) -> Self {
+impl Change {
+    /// `transition` of `post` as read.
+    pub fn of(transition: Transition, post: &Post) -> Self {
         Self {
-            id,
-            fenced: true,
-            version: Some(claimed_version),
-            statuses: &[PostStatus::Publishing],
+            transition,
+            id: post.id,
+            from: post.status,
+            attempts: post.attempts,
+            version: Some(post.version),
             due_by: None,
         }
+    }
+
+    /// The status and attempt count the post has once the change applies.
+    pub fn outcome(&self) -> (PostStatus, Option<u32>) {
+        let attempts = self.transition.attempts_after(self.attempts);
+        let status = self
+            .transition
+            .target(self.from, attempts.unwrap_or(self.attempts));
+        (status, attempts)
     }
 }
 
@@ -455,8 +467,6 @@ pub struct PostPatch {
     pub labels: Option<crate::domain::Labels>,
     pub scheduled_for: Option<DateTime<Utc>>,
     pub time_zone: Option<TimeZone>,
-    pub status: Option<PostStatus>,
-    pub attempts: Option<u32>,
     pub last_error: Option<Option<String>>,
     pub next_attempt_at: Option<DateTime<Utc>>,
     pub published_at: Option<Option<DateTime<Utc>>>,
@@ -471,7 +481,11 @@ pub struct PostPatch {
 pub struct FinishedAttempt {
     pub id: PostId,
     pub claimed_version: i64,
-    pub status: PostStatus,
+    /// The attempts the claim counted.
+    pub attempts: u32,
+    /// [`Transition::Publish`], [`Transition::Retry`] or
+    /// [`Transition::GiveUp`].
+    pub transition: Transition,
     pub next_attempt_at: DateTime<Utc>,
     pub published_at: Option<DateTime<Utc>>,
     pub external_id: Option<String>,
@@ -481,10 +495,16 @@ pub struct FinishedAttempt {
 
 impl FinishedAttempt {
     /// The same write as a single compare-and-set.
-    pub fn as_compare_and_set(&self) -> (Expectation<'static>, PostPatch) {
-        let expected = Expectation::still_claimed(self.id, self.claimed_version);
+    pub fn as_compare_and_set(&self) -> (Change, PostPatch) {
+        let change = Change {
+            transition: self.transition,
+            id: self.id,
+            from: PostStatus::Publishing,
+            attempts: self.attempts,
+            version: Some(self.claimed_version),
+            due_by: None,
+        };
         let patch = PostPatch {
-            status: Some(self.status),
             next_attempt_at: Some(self.next_attempt_at),
             published_at: Some(self.published_at),
             external_id: Some(self.external_id.clone()),
@@ -492,7 +512,13 @@ impl FinishedAttempt {
             attempt_history: Some(self.attempt_history.clone()),
             ..PostPatch::default()
         };
-        (expected, patch)
+        (change, patch)
+    }
+
+    /// The status the outcome writes.
+    pub fn status(&self) -> PostStatus {
+        self.transition
+            .target(PostStatus::Publishing, self.attempts)
     }
 }
 
@@ -966,13 +992,17 @@ impl Storage {
     /// Applies `patch` if the post still matches `expected`, bumping its
     /// version; `None` when it did not match (changed, wrong status, not due,
     /// or gone).
+    /// Applies `change` with `patch` if the post still matches it, bumping
+    /// its version; `None` when it did not match (changed, wrong status, not
+    /// due, lease lost, or gone). Callers go through
+    /// [`crate::lifecycle::LifeCycle`], which announces what applied.
     pub async fn compare_and_set(
         &self,
-        expected: &Expectation<'_>,
+        change: &Change,
         patch: &PostPatch,
         now: DateTime<Utc>,
     ) -> Result<Option<Post>, StorageError> {
-        let cas = self.prepare_cas(expected, patch, now);
+        let cas = self.prepare_cas(change, patch, now);
         let row: Option<PostRow> =
             with_write_connection!(self, |conn| apply_cas!(cas, |statement| {
                 statement.get_result(conn).await
@@ -1002,8 +1032,8 @@ impl Storage {
                 let prepared: Vec<PreparedCas> = attempts
                     .iter()
                     .map(|attempt| {
-                        let (expected, patch) = attempt.as_compare_and_set();
-                        self.prepare_cas(&expected, &patch, now)
+                        let (change, patch) = attempt.as_compare_and_set();
+                        self.prepare_cas(&change, &patch, now)
                     })
                     .collect();
                 // The whole batch on one blocking thread: each statement
@@ -1044,21 +1074,17 @@ impl Storage {
             .collect()
     }
 
-    fn prepare_cas(
-        &self,
-        expected: &Expectation<'_>,
-        patch: &PostPatch,
-        now: DateTime<Utc>,
-    ) -> PreparedCas {
+    fn prepare_cas(&self, change: &Change, patch: &PostPatch, now: DateTime<Utc>) -> PreparedCas {
+        let (status, attempts) = change.outcome();
         PreparedCas {
-            id: expected.id.to_string(),
-            statuses: SqlCondition::status_in(expected.statuses),
-            changes: rows::PostChanges::from_patch(patch, now),
-            version: expected.version,
+            id: change.id.to_string(),
+            statuses: SqlCondition::status_in(change.transition.sources()),
+            changes: rows::PostChanges::from_patch(patch, status, attempts, now),
+            version: change.version,
             // Absent conditions become always-true comparisons so that one
             // statement shape serves every call.
-            due_by_us: expected.due_by.map(micros).unwrap_or(i64::MAX),
-            fence: self.finish_fence(expected.fenced),
+            due_by_us: change.due_by.map(micros).unwrap_or(i64::MAX),
+            fence: self.finish_fence(change.transition.is_fenced()),
         }
     }
 
@@ -1135,17 +1161,19 @@ impl Storage {
         let now_us = micros(now);
         let (fence, epoch) = self.claim_fence();
         let listed = self.id_in(ids);
+        let claimed = Transition::Claim.target(PostStatus::Scheduled, 1);
         let rows: Vec<PostRow> = with_write_connection!(self, |conn| {
             ReusedStatement(
                 diesel::update(posts::table)
                     .filter(listed)
-                    .filter(SqlCondition::status_in_unindexed(&PostStatus::PENDING))
+                    .filter(SqlCondition::status_in_unindexed(Transition::Claim.sources()))
                     .filter(fence)
                     // `+ 0`: see `status_in_unindexed`.
                     .filter((posts::next_attempt_at_us + 0_i64).le(due_by_us))
                     .filter(not_paused!())
+                    // `Transition::Claim`: PUBLISHING, one attempt more.
                     .set((
-                        posts::status.eq(PostStatus::Publishing.as_str()),
+                        posts::status.eq(claimed.as_str()),
                         posts::attempts.eq(posts::attempts + 1),
                         posts::version.eq(posts::version + 1),
                         posts::update_time_us.eq(now_us),
@@ -1188,13 +1216,19 @@ impl Storage {
             },
             None => SqlCondition::none(),
         };
+        // `Transition::Recover`, in two statements: a first attempt goes
+        // back to the status of a post never tried, a later one to that of a
+        // post being retried.
+        let interrupted = SqlCondition::status_in(Transition::Recover.sources());
+        let never_tried = Transition::Recover.target(PostStatus::Publishing, 0);
+        let retried_status = Transition::Recover.target(PostStatus::Publishing, 1);
         let rows: Vec<PostRow> = with_write_connection!(self, |conn| {
             let mut recovered: Vec<PostRow> = diesel::update(posts::table)
-                .filter(posts::status.eq(PostStatus::Publishing.as_str()))
+                .filter(interrupted.clone())
                 .filter(scope.clone())
                 .filter(posts::attempts.le(1))
                 .set((
-                    posts::status.eq(PostStatus::Scheduled.as_str()),
+                    posts::status.eq(never_tried.as_str()),
                     posts::attempts.eq(0),
                     posts::version.eq(posts::version + 1),
                     posts::update_time_us.eq(now_us),
@@ -1203,10 +1237,10 @@ impl Storage {
                 .get_results(conn)
                 .await?;
             let retried: Vec<PostRow> = diesel::update(posts::table)
-                .filter(posts::status.eq(PostStatus::Publishing.as_str()))
+                .filter(interrupted.clone())
                 .filter(scope.clone())
                 .set((
-                    posts::status.eq(PostStatus::RetryScheduled.as_str()),
+                    posts::status.eq(retried_status.as_str()),
                     posts::attempts.eq(posts::attempts - 1),
                     posts::last_error.eq(message),
                     posts::version.eq(posts::version + 1),

@@ -158,7 +158,14 @@ pub(super) struct PostChanges {
 }
 
 impl PostChanges {
-    pub(super) fn from_patch(patch: &super::PostPatch, now: DateTime<Utc>) -> Self {
+    /// The SET clause of `patch`, with the status and attempts its
+    /// transition decided.
+    pub(super) fn from_patch(
+        patch: &super::PostPatch,
+        status: PostStatus,
+        attempts: Option<u32>,
+        now: DateTime<Utc>,
+    ) -> Self {
         Self {
             platform: patch.platform.clone(),
             payload: patch
@@ -168,10 +175,8 @@ impl PostChanges {
             labels: patch.labels.as_ref().map(Labels::to_json),
             scheduled_for_us: patch.scheduled_for.map(micros),
             time_zone: patch.time_zone.map(|zone| zone.name().to_owned()),
-            status: patch.status.map(|status| status.as_str().to_owned()),
-            attempts: patch
-                .attempts
-                .map(|attempts| i32::try_from(attempts).unwrap_or(i32::MAX)),
+            status: Some(status.as_str().to_owned()),
+            attempts: attempts.map(|attempts| i32::try_from(attempts).unwrap_or(i32::MAX)),
             last_error: patch.last_error.clone(),
             next_attempt_at_us: patch.next_attempt_at.map(micros),
             published_at_us: patch.published_at.map(|at| at.map(micros)),
@@ -315,7 +320,7 @@ impl FinishedColumns {
         for attempt in attempts {
             columns.id.push(attempt.id.to_string());
             columns.version.push(attempt.claimed_version);
-            columns.status.push(attempt.status.as_str().to_owned());
+            columns.status.push(attempt.status().as_str().to_owned());
             columns.last_error.push(attempt.last_error.clone());
             columns
                 .next_attempt_at_us

@@ -1186,7 +1186,8 @@ async fn a_batch_of_outcomes_records_each_attempt_that_still_holds_its_claim() {
     let finished = |post: &punctual::domain::Post| FinishedAttempt {
         id: post.id,
         claimed_version: post.version,
-        status: punctual::domain::PostStatus::Published,
+        attempts: post.attempts,
+        transition: punctual::domain::Transition::Publish,
         next_attempt_at: post.next_attempt_at,
         published_at: Some(now),
         external_id: Some(format!("ext-{}", post.id)),
@@ -1201,7 +1202,7 @@ async fn a_batch_of_outcomes_records_each_attempt_that_still_holds_its_claim() {
     };
     let retry_at = punctual::domain::truncate_to_micros(due + chrono::Duration::minutes(5));
     let retried = FinishedAttempt {
-        status: punctual::domain::PostStatus::RetryScheduled,
+        transition: punctual::domain::Transition::Retry,
         next_attempt_at: retry_at,
         published_at: None,
         external_id: None,
