@@ -21,8 +21,8 @@ USER punctual
 WORKDIR /var/lib/punctual
 # In a container the service must be reachable from outside, so it listens
 # on every interface, and therefore requires bearer tokens: mount a tokens
-# file and set PUNCTUAL_AUTH_TOKENS_FILE (see README, "Authentication"),
-# or `serve` refuses to start.
+# file and set PUNCTUAL_AUTH_TOKENS_FILE (see docs/operations.md,
+# "Authentication"), or `serve` refuses to start.
 ENV PUNCTUAL_LISTEN_ADDR=0.0.0.0:50051 \
     PUNCTUAL_DATABASE_URL=sqlite:///var/lib/punctual/punctual.db
 VOLUME ["/var/lib/punctual"]
