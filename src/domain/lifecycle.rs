@@ -267,9 +267,11 @@ impl Transition {
                 }
                 other => format!("`{}`", other.target(Scheduled, 0)),
             };
-            let event = transition
-                .event()
-                .map_or_else(|| "none".to_owned(), |kind| format!("`{}`", kind.as_str()));
+            let event = match (transition, transition.event()) {
+                (Transition::Claim, _) => "`publishing`, when its attempt starts".to_owned(),
+                (_, Some(kind)) => format!("`{}`", kind.as_str()),
+                (_, None) => "none".to_owned(),
+            };
             table.push_str(&format!(
                 "| {transition} | {from} | {to} | {event} | {} |\n",
                 transition.made_by()
@@ -428,5 +430,15 @@ mod tests {
             assert_eq!(EventKind::parse(kind.as_str()), Some(kind));
         }
         assert_eq!(EventKind::parse("exploded"), None);
+    }
+
+    #[test]
+    fn the_api_docs_show_the_table_of_this_type() {
+        let docs = include_str!("../../docs/api.md");
+        let table = Transition::markdown_table();
+        assert!(
+            docs.contains(&table),
+            "docs/api.md must hold the table of transitions exactly as generated:\n{table}"
+        );
     }
 }
