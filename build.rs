@@ -10,7 +10,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // `embed_migrations!` does not notice new migration folders on its own.
     println!("cargo:rerun-if-changed=migrations");
 
-    let descriptors = protox::compile(["punctual/v1/scheduler.proto"], ["proto"])?;
+    // google.rpc's error details ride along so that reflection serves
+    // them: grpcurl and other reflection clients then decode the details of
+    // every error without a local copy of the protos.
+    let descriptors = protox::compile(
+        [
+            "punctual/v1/scheduler.proto",
+            "google/rpc/error_details.proto",
+            "google/rpc/status.proto",
+            "google/rpc/code.proto",
+        ],
+        ["proto"],
+    )?;
     let out_dir = PathBuf::from(env::var("OUT_DIR")?);
     fs::write(
         out_dir.join("punctual_descriptor.bin"),

@@ -30,7 +30,7 @@ pub enum Command {
     #[command(
         after_help = "Logs: RUST_LOG (default info). Traces and metrics: exported with OTLP/gRPC \
                       when OTEL_EXPORTER_OTLP_ENDPOINT is set; OTEL_SDK_DISABLED=true turns \
-                      OpenTelemetry off (see the README, Observability)."
+                      OpenTelemetry off (see docs/operations.md, Observability)."
     )]
     Serve(Box<ServeConfig>),
     /// Print the SHA-256 digest of a bearer token, for --auth-tokens-file.

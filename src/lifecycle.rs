@@ -58,8 +58,7 @@ impl LifeCycle {
 
     /// Announces a new post.
     pub fn announce_created(&self, post: &Post, at: DateTime<Utc>) {
-        self.events
-            .emit_copy(EventKind::Scheduled, post, None, at);
+        self.events.emit_copy(EventKind::Scheduled, post, None, at);
     }
 
     /// Announces a claimed post whose attempt starts now: the claim itself
@@ -115,6 +114,9 @@ mod tests {
             counted_from(Transition::Cancel, PostStatus::DeadLettered, 2),
             Some(PostStatus::DeadLettered)
         );
-        assert_eq!(counted_from(Transition::Create, PostStatus::Scheduled, 0), None);
+        assert_eq!(
+            counted_from(Transition::Create, PostStatus::Scheduled, 0),
+            None
+        );
     }
 }

@@ -552,10 +552,7 @@ async fn record_outcome(
                 let Ok(_permit) = context.outcome_writes.acquire().await else {
                     return;
                 };
-                result = context
-                    .storage
-                    .compare_and_set(&change, &patch, now)
-                    .await;
+                result = context.storage.compare_and_set(&change, &patch, now).await;
             }
             Err(error) => {
                 tracing::error!(post.id = %claimed.id, %error, "could not record the outcome; the post is recovered at the next start");

@@ -49,6 +49,10 @@ pub mod pb {
             #![allow(clippy::all, missing_docs)]
             tonic::include_proto!("google.r#type");
         }
+        pub mod rpc {
+            #![allow(clippy::all, missing_docs)]
+            tonic::include_proto!("google.rpc");
+        }
     }
 
     pub mod punctual {

@@ -1166,7 +1166,9 @@ impl Storage {
             ReusedStatement(
                 diesel::update(posts::table)
                     .filter(listed)
-                    .filter(SqlCondition::status_in_unindexed(Transition::Claim.sources()))
+                    .filter(SqlCondition::status_in_unindexed(
+                        Transition::Claim.sources(),
+                    ))
                     .filter(fence)
                     // `+ 0`: see `status_in_unindexed`.
                     .filter((posts::next_attempt_at_us + 0_i64).le(due_by_us))
