@@ -27,6 +27,8 @@ mod precision;
 mod report;
 #[path = "scenarios/scale.rs"]
 mod scale;
+#[path = "../tests/support/mod.rs"]
+mod support;
 
 use std::time::Duration;
 
@@ -280,6 +282,8 @@ fn main() {
     } else {
         Duration::from_secs(4 * 3600)
     };
+    // When the limit or Ctrl-C wins, `select!` drops the scenario in progress
+    // before its branch runs: its servers are killed and its databases dropped.
     let code = runtime.block_on(async move {
         tokio::select! {
             (failures, missed) = run_all(options) => {
@@ -303,13 +307,11 @@ fn main() {
                 }
             }
             _ = tokio::time::sleep(limit) => {
-                eprintln!("overall time limit of {limit:?} reached; stopping");
-                harness::emergency_cleanup().await;
+                eprintln!("overall time limit of {limit:?} reached; stopped");
                 3
             }
             _ = tokio::signal::ctrl_c() => {
-                eprintln!("interrupted; stopping servers and dropping databases");
-                harness::emergency_cleanup().await;
+                eprintln!("interrupted; servers stopped and databases dropped");
                 130
             }
         }

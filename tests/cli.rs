@@ -2,7 +2,9 @@
 //! them, against a real server started in-process (SQLite in a temp dir, the
 //! publisher pointed at a closed local port so that every attempt fails).
 
-use std::net::SocketAddr;
+#[path = "support/mod.rs"]
+mod support;
+
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -13,6 +15,8 @@ use tokio_util::sync::CancellationToken;
 
 use punctual::app::Application;
 use punctual::config::ServeConfig;
+use support::database::TestDatabase;
+use support::free_port;
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -21,7 +25,7 @@ struct Server {
     url: String,
     shutdown: CancellationToken,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
-    _dir: tempfile::TempDir,
+    _database: TestDatabase,
 }
 
 impl Server {
@@ -30,11 +34,11 @@ impl Server {
     }
 
     async fn start_with(adjust: impl FnOnce(&mut ServeConfig)) -> Server {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let mut config = ServeConfig::with_defaults();
+        let database = TestDatabase::sqlite().expect("a temporary SQLite database");
+        let mut config = support::config::serve_defaults();
         config.listen_addr = "127.0.0.1:0".parse().unwrap();
-        config.database_url = format!("sqlite://{}", dir.path().join("punctual.db").display());
-        config.publisher_url = format!("http://{}/publish", unused_port().await);
+        config.database_url = database.url.clone();
+        config.publisher_url = format!("http://{}/publish", free_port());
         config.publisher_secret = None;
         config.max_attempts = 2;
         config.retry_base_delay = Duration::from_millis(50);
@@ -48,7 +52,7 @@ impl Server {
             url: format!("http://{addr}"),
             shutdown,
             task,
-            _dir: dir,
+            _database: database,
         }
     }
 
@@ -77,12 +81,6 @@ impl Server {
     }
 }
 
-/// A port nothing listens on.
-async fn unused_port() -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    listener.local_addr().unwrap()
-}
-
 #[derive(Debug)]
 struct Run {
     code: Option<i32>,
@@ -96,10 +94,11 @@ impl Run {
     }
 }
 
+/// The binary with nothing of the developer's environment.
 fn punctual() -> tokio::process::Command {
-    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_punctual"));
+    let mut command = support::process::punctual();
     // The system zone must not matter: every test that shows times says --tz.
-    command.env("TZ", "UTC").stdin(Stdio::null());
+    command.env("TZ", "UTC");
     command
 }
 
@@ -109,7 +108,7 @@ async fn run_with_server(server: &str, args: &[&str]) -> Run {
 
 async fn run_with_env(env: &[(&str, &str)], args: &[&str]) -> Run {
     let mut command = punctual();
-    command.args(args).env_remove("PUNCTUAL_TOKEN");
+    command.args(args);
     for (name, value) in env {
         command.env(name, value);
     }
@@ -351,7 +350,7 @@ async fn server_errors_exit_1_with_the_servers_message() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn usage_errors_exit_2_and_an_absent_server_exits_1() {
     // Missing --at/--local/--next-free-slot: clap's usage error.
-    let unreachable = format!("http://{}", unused_port().await);
+    let unreachable = format!("http://{}", free_port());
     let run = run_with_server(
         &unreachable,
         &[
@@ -872,7 +871,7 @@ async fn health_check_exits_zero_only_for_a_serving_server() {
     assert_eq!(run.code, Some(1), "{run:?}");
     server.stop().await;
 
-    let closed = format!("http://{}", unused_port().await);
+    let closed = format!("http://{}", free_port());
     let run = run_with_env(
         &[],
         &["health-check", "--server", &closed, "--timeout", "2s"],

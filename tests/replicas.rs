@@ -4,35 +4,31 @@
 //! stopped or frozen is taken over and cannot publish once its lease is
 //! gone; health follows the database.
 //!
-//! PostgreSQL only: set `PUNCTUAL_REPLICA_TEST_DATABASE_URL` (or
-//! `PUNCTUAL_TEST_DATABASE_URL`, which also moves the integration suite to
-//! PostgreSQL). Without either these tests
-//! are skipped, except under `CI=true`, where they use CI's PostgreSQL and
-//! fail if it is unreachable.
+//! PostgreSQL only: every test is ignored by a plain `cargo test` and run by
+//! `.ci/run` with `-- --ignored`, on the server `PUNCTUAL_TEST_DATABASE_URL`
+//! names (default `postgres://postgres@127.0.0.1:5432/test`); run so, a
+//! test fails when that server does not answer.
 
-#[path = "support/postgres.rs"]
-mod postgres;
+#[path = "support/mod.rs"]
+mod support;
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::extract::{Path, State};
 use chrono::{DateTime, Utc};
 use diesel::QueryableByName;
 use diesel::sql_types::{BigInt, Text};
-use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
-use tokio::process::{Child, Command};
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use tokio::sync::Semaphore;
 use tonic::transport::Channel;
-use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
-use tonic_health::pb::health_client::HealthClient;
 
 use punctual::grpc::pb;
 use punctual::grpc::pb::scheduler_client::SchedulerClient;
+use support::database::{TestDatabase, postgres_admin_url, test_label};
+use support::process::{SCHEDULER_SERVICE, Serve, ServerProcess};
+use support::receiver::{Received, Receiver};
+use support::timestamp;
 
 /// The default lease; takeovers are bounded by it plus a renewal period.
 const LEASE: Duration = Duration::from_secs(6);
@@ -41,70 +37,21 @@ const LEASE: Duration = Duration::from_secs(6);
 /// time keeps the timing bounds meaningful.
 static CONCURRENT_TESTS: Semaphore = Semaphore::const_new(1);
 
-/// CI's PostgreSQL, used under `CI=true` when no URL is given.
-const CI_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
-
-fn admin_url() -> Option<String> {
-    let named = std::env::var("PUNCTUAL_REPLICA_TEST_DATABASE_URL")
-        .or_else(|_| std::env::var("PUNCTUAL_TEST_DATABASE_URL"));
-    match named {
-        Ok(url) if url.starts_with("postgres") => Some(url),
-        // Unreachable, it fails the tests rather than skipping them.
-        _ if std::env::var("CI").as_deref() == Ok("true") => Some(CI_DATABASE_URL.to_owned()),
-        _ => {
-            eprintln!(
-                "skipped: set PUNCTUAL_TEST_DATABASE_URL=postgres://… to run the replica tests"
-            );
-            None
-        }
-    }
+/// A fresh database for the running test on the PostgreSQL server of the
+/// replica tests; the test fails when that server does not answer.
+async fn database() -> TestDatabase {
+    TestDatabase::postgres(&postgres_admin_url(), &test_label())
+        .await
+        .unwrap_or_else(|error| panic!("{error:#}"))
 }
 
-/// A fresh database for one test, dropped with it.
-struct Database {
-    admin_url: String,
-    name: String,
-    url: String,
+/// The leases the replicas hold, read straight from their database.
+trait Leases {
+    async fn leases(&self) -> HashMap<String, i64>;
+    async fn wait_balanced(&self, owners: &[&str], limit: Duration);
 }
 
-impl Drop for Database {
-    fn drop(&mut self) {
-        postgres::drop_database(self.admin_url.clone(), self.name.clone());
-    }
-}
-
-impl Database {
-    async fn create(admin_url: String) -> Database {
-        let name = format!("punctual_test_{}", uuid::Uuid::now_v7().simple());
-        let mut admin = AsyncPgConnection::establish(&admin_url)
-            .await
-            .expect("PostgreSQL reachable");
-        admin
-            .batch_execute(&format!("CREATE DATABASE {name}"))
-            .await
-            .expect("create the test database");
-        let base = admin_url
-            .rsplit_once('/')
-            .map(|(base, _)| base.to_owned())
-            .unwrap_or_else(|| admin_url.clone());
-        Database {
-            url: format!("{base}/{name}"),
-            admin_url,
-            name,
-        }
-    }
-
-    /// Drops the database while the test still runs.
-    async fn drop_now(&self) {
-        let mut admin = AsyncPgConnection::establish(&self.admin_url)
-            .await
-            .expect("PostgreSQL reachable");
-        admin
-            .batch_execute(&format!("DROP DATABASE {} WITH (FORCE)", self.name))
-            .await
-            .expect("drop the test database");
-    }
-
+impl Leases for TestDatabase {
     /// Unexpired leases per owner.
     async fn leases(&self) -> HashMap<String, i64> {
         #[derive(QueryableByName)]
@@ -157,7 +104,7 @@ impl Database {
     }
 }
 
-/// One delivery at the receiver.
+/// One delivery at the receiver: which post, from which replica, when.
 #[derive(Debug, Clone)]
 struct Delivery {
     post_id: String,
@@ -165,205 +112,85 @@ struct Delivery {
     at: DateTime<Utc>,
 }
 
-#[derive(Clone, Default)]
-struct Receiver {
-    deliveries: Arc<Mutex<Vec<Delivery>>>,
-    base_url: String,
-}
-
-impl Receiver {
-    async fn start() -> Receiver {
-        let deliveries: Arc<Mutex<Vec<Delivery>>> = Arc::default();
-        let app = axum::Router::new()
-            .route("/publish/{replica}", axum::routing::post(receive))
-            .with_state(Arc::clone(&deliveries));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind the receiver");
-        let addr = listener.local_addr().expect("receiver address");
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
-        Receiver {
-            deliveries,
-            base_url: format!("http://{addr}/publish"),
-        }
-    }
-
-    fn deliveries(&self) -> Vec<Delivery> {
-        self.deliveries.lock().expect("receiver lock").clone()
-    }
-
-    /// Waits until every id was delivered at least once.
-    async fn wait_for_all(&self, ids: &[String], limit: Duration) -> Vec<Delivery> {
-        let deadline = tokio::time::Instant::now() + limit;
-        loop {
-            let deliveries = self.deliveries();
-            let seen: std::collections::HashSet<&str> =
-                deliveries.iter().map(|d| d.post_id.as_str()).collect();
-            let missing = ids.iter().filter(|id| !seen.contains(id.as_str())).count();
-            if missing == 0 {
-                return deliveries;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "{missing} of {} posts never reached the publisher within {limit:?}",
-                ids.len()
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
+impl From<&Received> for Delivery {
+    fn from(received: &Received) -> Delivery {
+        Delivery {
+            post_id: received.post_id(),
+            replica: received.path_suffix().to_owned(),
+            at: received.at,
         }
     }
 }
 
-async fn receive(
-    State(deliveries): State<Arc<Mutex<Vec<Delivery>>>>,
-    Path(replica): Path<String>,
-    body: axum::body::Bytes,
-) -> axum::Json<serde_json::Value> {
-    let at = Utc::now();
-    let parsed: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
-    let post_id = parsed["id"].as_str().unwrap_or_default().to_owned();
-    deliveries.lock().expect("receiver lock").push(Delivery {
-        post_id: post_id.clone(),
-        replica,
-        at,
-    });
-    axum::Json(serde_json::json!({ "id": format!("ext-{post_id}") }))
+fn delivered(receiver: &Receiver) -> Vec<Delivery> {
+    receiver.received().iter().map(Delivery::from).collect()
 }
 
-/// A `punctual serve` process.
+/// Waits until every id was delivered at least once.
+async fn wait_for_all(receiver: &Receiver, ids: &[String], limit: Duration) -> Vec<Delivery> {
+    let received = receiver.wait_for_posts(ids, limit).await;
+    received.iter().map(Delivery::from).collect()
+}
+
+/// A `punctual serve` process publishing to `<receiver>/<name>`.
 struct Replica {
     name: String,
-    child: Child,
-    addr: SocketAddr,
-    log: PathBuf,
-}
-
-fn free_port() -> SocketAddr {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
-    listener.local_addr().expect("local address")
+    process: ServerProcess,
 }
 
 impl Replica {
-    async fn start(name: &str, database: &Database, receiver: &Receiver) -> Replica {
-        let addr = free_port();
-        let log = std::env::temp_dir().join(format!("{}-{name}.log", database.name));
-        let log_file = std::fs::File::create(&log).expect("create the replica log");
-        let child = Command::new(env!("CARGO_BIN_EXE_punctual"))
-            .args(["serve", "--listen-addr", &addr.to_string()])
-            .args(["--database-url", &database.url])
-            .args(["--publisher-url", &format!("{}/{name}", receiver.base_url)])
-            .args(["--replica-id", name])
-            .args(["--health-check-interval", "200ms"])
-            .args(["--shutdown-grace", "5s"])
-            .env("PUNCTUAL_PUBLISHER_SECRET", "replica-test-secret")
-            .env("RUST_LOG", "info")
-            .stdout(log_file.try_clone().expect("share the replica log"))
-            .stderr(log_file)
-            .kill_on_drop(true)
-            .spawn()
-            .expect("start punctual");
-        let replica = Replica {
+    async fn start(name: &str, database: &TestDatabase, receiver: &Receiver) -> Replica {
+        let (process, _) = Serve::new(
+            &database.url,
+            &format!("{}/{name}", receiver.url),
+            database.dir(),
+        )
+        .arg("--replica-id", name)
+        .arg("--health-check-interval", "200ms")
+        .arg("--shutdown-grace", "5s")
+        .env("PUNCTUAL_PUBLISHER_SECRET", "replica-test-secret")
+        .env("RUST_LOG", "info")
+        .log_name(name)
+        .start()
+        .await
+        .unwrap_or_else(|error| panic!("replica {name} did not start: {error:#}"));
+        Replica {
             name: name.to_owned(),
-            child,
-            addr,
-            log,
-        };
-        replica.wait_serving(Duration::from_secs(60)).await;
-        replica
-    }
-
-    fn pid(&self) -> String {
-        self.child
-            .id()
-            .map(|pid| pid.to_string())
-            .unwrap_or_default()
+            process,
+        }
     }
 
     fn signal(&self, signal: &str) {
-        let status = std::process::Command::new("kill")
-            .args([&format!("-{signal}"), &self.pid()])
-            .status()
-            .expect("run kill");
-        assert!(status.success(), "kill -{signal} {} failed", self.name);
-    }
-
-    async fn channel(&self) -> Channel {
-        Channel::from_shared(format!("http://{}", self.addr))
-            .expect("endpoint")
-            .connect_timeout(Duration::from_secs(2))
-            .connect()
-            .await
-            .expect("connect to the replica")
+        self.process.signal(signal);
     }
 
     async fn client(&self) -> SchedulerClient<Channel> {
-        SchedulerClient::new(self.channel().await)
+        self.process
+            .client()
+            .await
+            .unwrap_or_else(|error| panic!("replica {}: {error:#}", self.name))
     }
 
+    /// Liveness: the status of the server as a whole.
     async fn health(&self) -> Option<ServingStatus> {
-        self.health_of("").await
-    }
-
-    /// The status of one service ("" is the server as a whole: liveness).
-    async fn health_of(&self, service: &str) -> Option<ServingStatus> {
-        let channel = Channel::from_shared(format!("http://{}", self.addr))
-            .ok()?
-            .connect_timeout(Duration::from_secs(1))
-            .timeout(Duration::from_secs(2))
-            .connect()
-            .await
-            .ok()?;
-        let response = HealthClient::new(channel)
-            .check(HealthCheckRequest {
-                service: service.to_owned(),
-            })
-            .await
-            .ok()?;
-        ServingStatus::try_from(response.into_inner().status).ok()
+        self.process.health_of("").await
     }
 
     async fn wait_serving(&self, limit: Duration) {
-        self.wait_health(ServingStatus::Serving, limit).await;
-    }
-
-    async fn wait_health(&self, wanted: ServingStatus, limit: Duration) {
-        self.wait_health_of("", wanted, limit).await;
+        self.wait_health_of("", ServingStatus::Serving, limit).await;
     }
 
     async fn wait_health_of(&self, service: &str, wanted: ServingStatus, limit: Duration) {
-        let deadline = tokio::time::Instant::now() + limit;
-        loop {
-            if self.health_of(service).await == Some(wanted) {
-                return;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "replica {} not {wanted:?} within {limit:?}; log: {}",
-                self.name,
-                self.log.display()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
+        if let Err(error) = self.process.wait_health_of(service, wanted, limit).await {
+            panic!("replica {}: {error:#}", self.name);
         }
     }
 
     /// SIGTERM, then waits for the process to exit by itself.
-    async fn stop(mut self) {
-        self.signal("TERM");
-        let exited = tokio::time::timeout(Duration::from_secs(30), self.child.wait()).await;
-        assert!(
-            matches!(exited, Ok(Ok(status)) if status.success()),
-            "replica {} did not exit cleanly after SIGTERM: {exited:?}; log: {}",
-            self.name,
-            self.log.display()
-        );
-    }
-}
-
-fn timestamp(at: DateTime<Utc>) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: at.timestamp(),
-        nanos: at.timestamp_subsec_nanos() as i32,
+    async fn stop(self) {
+        if let Err(error) = self.process.stop(Duration::from_secs(30)).await {
+            panic!("replica {} did not exit cleanly: {error:#}", self.name);
+        }
     }
 }
 
@@ -456,7 +283,7 @@ fn duplicates(by_post: &HashMap<String, Vec<Delivery>>) -> Vec<(&String, &Vec<De
 /// Two replicas, started one after the other, sharing the partitions.
 async fn two_replicas(
     names: [&str; 2],
-    database: &Database,
+    database: &TestDatabase,
     receiver: &Receiver,
 ) -> (Replica, Replica) {
     let first = Replica::start(names[0], database, receiver).await;
@@ -467,7 +294,7 @@ async fn two_replicas(
     (first, second)
 }
 
-async fn three_replicas(database: &Database, receiver: &Receiver) -> Vec<Replica> {
+async fn three_replicas(database: &TestDatabase, receiver: &Receiver) -> Vec<Replica> {
     let mut replicas = Vec::new();
     // One at a time: each join makes the others hand partitions over.
     for name in ["r1", "r2", "r3"] {
@@ -481,11 +308,11 @@ async fn three_replicas(database: &Database, receiver: &Receiver) -> Vec<Replica
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL: run by .ci/run (see README)"]
 async fn three_replicas_publish_every_post_exactly_once() {
-    let Some(admin) = admin_url() else { return };
     let _turn = CONCURRENT_TESTS.acquire().await.expect("semaphore");
-    let database = Database::create(admin).await;
-    let receiver = Receiver::start().await;
+    let database = database().await;
+    let receiver = Receiver::start();
     let replicas = three_replicas(&database, &receiver).await;
 
     let refs: Vec<&Replica> = replicas.iter().collect();
@@ -497,10 +324,10 @@ async fn three_replicas_publish_every_post_exactly_once() {
     )
     .await;
     let ids: Vec<String> = posts.iter().map(|(id, _)| id.clone()).collect();
-    let deliveries = receiver.wait_for_all(&ids, Duration::from_secs(60)).await;
+    let deliveries = wait_for_all(&receiver, &ids, Duration::from_secs(60)).await;
     // Late duplicates would arrive after the last first delivery.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let by_post = check_deliveries(&posts, &receiver.deliveries());
+    let by_post = check_deliveries(&posts, &delivered(&receiver));
     assert_eq!(by_post.len(), 2_000);
     assert!(
         duplicates(&by_post).is_empty(),
@@ -542,11 +369,11 @@ async fn three_replicas_publish_every_post_exactly_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL: run by .ci/run (see README)"]
 async fn a_killed_replica_is_taken_over_and_no_post_is_lost() {
-    let Some(admin) = admin_url() else { return };
     let _turn = CONCURRENT_TESTS.acquire().await.expect("semaphore");
-    let database = Database::create(admin).await;
-    let receiver = Receiver::start().await;
+    let database = database().await;
+    let receiver = Receiver::start();
     let mut replicas = three_replicas(&database, &receiver).await;
 
     let refs: Vec<&Replica> = replicas.iter().collect();
@@ -567,9 +394,9 @@ async fn a_killed_replica_is_taken_over_and_no_post_is_lost() {
     let killed_at = Utc::now();
     victim.signal("KILL");
 
-    receiver.wait_for_all(&ids, Duration::from_secs(90)).await;
+    wait_for_all(&receiver, &ids, Duration::from_secs(90)).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let by_post = check_deliveries(&posts, &receiver.deliveries());
+    let by_post = check_deliveries(&posts, &delivered(&receiver));
     assert_eq!(by_post.len(), 2_000, "every post was published");
     // Posts of the dead replica's partitions that fell due after it died
     // were published once its leases lapsed, at once.
@@ -609,11 +436,11 @@ async fn a_killed_replica_is_taken_over_and_no_post_is_lost() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL: run by .ci/run (see README)"]
 async fn a_replica_stopped_cleanly_hands_over_without_duplicates() {
-    let Some(admin) = admin_url() else { return };
     let _turn = CONCURRENT_TESTS.acquire().await.expect("semaphore");
-    let database = Database::create(admin).await;
-    let receiver = Receiver::start().await;
+    let database = database().await;
+    let receiver = Receiver::start();
     let mut replicas = three_replicas(&database, &receiver).await;
 
     let refs: Vec<&Replica> = replicas.iter().collect();
@@ -633,9 +460,9 @@ async fn a_replica_stopped_cleanly_hands_over_without_duplicates() {
         .wait_balanced(&["r2", "r3"], Duration::from_secs(10))
         .await;
 
-    receiver.wait_for_all(&ids, Duration::from_secs(60)).await;
+    wait_for_all(&receiver, &ids, Duration::from_secs(60)).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let by_post = check_deliveries(&posts, &receiver.deliveries());
+    let by_post = check_deliveries(&posts, &delivered(&receiver));
     assert_eq!(by_post.len(), 2_000);
     assert!(
         duplicates(&by_post).is_empty(),
@@ -658,11 +485,11 @@ async fn a_replica_stopped_cleanly_hands_over_without_duplicates() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL: run by .ci/run (see README)"]
 async fn a_frozen_replica_cannot_publish_after_its_lease_lapsed() {
-    let Some(admin) = admin_url() else { return };
     let _turn = CONCURRENT_TESTS.acquire().await.expect("semaphore");
-    let database = Database::create(admin).await;
-    let receiver = Receiver::start().await;
+    let database = database().await;
+    let receiver = Receiver::start();
     let (frozen, healthy) = two_replicas(["frozen", "healthy"], &database, &receiver).await;
 
     let posts = create_posts(
@@ -683,9 +510,9 @@ async fn a_frozen_replica_cannot_publish_after_its_lease_lapsed() {
     let resumed_at = Utc::now();
     frozen.signal("CONT");
 
-    receiver.wait_for_all(&ids, Duration::from_secs(60)).await;
+    wait_for_all(&receiver, &ids, Duration::from_secs(60)).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let deliveries = receiver.deliveries();
+    let deliveries = delivered(&receiver);
     let by_post = check_deliveries(&posts, &deliveries);
     // Resumed, the frozen replica rejoins and publishes again, under new
     // leases. What it had claimed before it froze belongs to the healthy
@@ -721,18 +548,18 @@ async fn a_frozen_replica_cannot_publish_after_its_lease_lapsed() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL: run by .ci/run (see README)"]
 async fn health_reports_not_serving_while_the_database_is_gone() {
-    let Some(admin) = admin_url() else { return };
     let _turn = CONCURRENT_TESTS.acquire().await.expect("semaphore");
-    let database = Database::create(admin).await;
-    let receiver = Receiver::start().await;
+    let database = database().await;
+    let receiver = Receiver::start();
     let replica = Replica::start("lonely", &database, &receiver).await;
     assert_eq!(replica.health().await, Some(ServingStatus::Serving));
-    database.drop_now().await;
+    database.drop_now().await.expect("drop the test database");
     // Not ready: calls should go elsewhere ...
     replica
         .wait_health_of(
-            "punctual.v1.Scheduler",
+            SCHEDULER_SERVICE,
             ServingStatus::NotServing,
             Duration::from_secs(20),
         )
@@ -774,12 +601,11 @@ fn postgres_cluster(action: &str) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "stops and starts the local PostgreSQL server: run alone (.ci/run does)"]
+#[ignore = "needs PostgreSQL, which it stops and starts: run alone by .ci/run (see README)"]
 async fn a_postgres_restart_under_load_loses_nothing_and_publishes_nothing_twice() {
-    let Some(admin) = admin_url() else { return };
     let _turn = CONCURRENT_TESTS.acquire().await.expect("semaphore");
-    let database = Database::create(admin).await;
-    let receiver = Receiver::start().await;
+    let database = database().await;
+    let receiver = Receiver::start();
     let (first, second) = two_replicas(["first", "second"], &database, &receiver).await;
     let posts = create_posts(
         &[&first, &second],
@@ -821,9 +647,9 @@ async fn a_postgres_restart_under_load_loses_nothing_and_publishes_nothing_twice
         "writes while PostgreSQL was down: {codes:?}"
     );
 
-    receiver.wait_for_all(&ids, Duration::from_secs(90)).await;
+    wait_for_all(&receiver, &ids, Duration::from_secs(90)).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let by_post = check_deliveries(&posts, &receiver.deliveries());
+    let by_post = check_deliveries(&posts, &delivered(&receiver));
     assert_eq!(by_post.len(), 1_000, "every post was published");
     assert!(
         duplicates(&by_post).is_empty(),
@@ -837,11 +663,11 @@ async fn a_postgres_restart_under_load_loses_nothing_and_publishes_nothing_twice
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL: run by .ci/run (see README)"]
 async fn edits_and_cancels_through_any_replica_reach_the_owner_at_once() {
-    let Some(admin) = admin_url() else { return };
     let _turn = CONCURRENT_TESTS.acquire().await.expect("semaphore");
-    let database = Database::create(admin).await;
-    let receiver = Receiver::start().await;
+    let database = database().await;
+    let receiver = Receiver::start();
     let (first, second) = two_replicas(["first", "second"], &database, &receiver).await;
 
     // Far enough ahead that none would fire during the test where they were.
@@ -878,9 +704,9 @@ async fn edits_and_cancels_through_any_replica_reach_the_owner_at_once() {
         }
     }
     let ids: Vec<String> = kept.iter().map(|(id, _)| id.clone()).collect();
-    receiver.wait_for_all(&ids, Duration::from_secs(30)).await;
+    wait_for_all(&receiver, &ids, Duration::from_secs(30)).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let deliveries = receiver.deliveries();
+    let deliveries = delivered(&receiver);
     assert_eq!(
         deliveries.len(),
         kept.len(),
@@ -901,11 +727,11 @@ async fn edits_and_cancels_through_any_replica_reach_the_owner_at_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL: run by .ci/run (see README)"]
 async fn a_watcher_on_one_replica_sees_every_replicas_events() {
-    let Some(admin) = admin_url() else { return };
     let _turn = CONCURRENT_TESTS.acquire().await.expect("semaphore");
-    let database = Database::create(admin).await;
-    let receiver = Receiver::start().await;
+    let database = database().await;
+    let receiver = Receiver::start();
     let (first, second) = two_replicas(["first", "second"], &database, &receiver).await;
 
     let mut stream = second
@@ -929,7 +755,7 @@ async fn a_watcher_on_one_replica_sees_every_replicas_events() {
     let watched: std::collections::HashSet<String> =
         posts.iter().map(|(id, _)| id.clone()).collect();
     let ids: Vec<String> = posts.iter().map(|(id, _)| id.clone()).collect();
-    let deliveries = receiver.wait_for_all(&ids, Duration::from_secs(30)).await;
+    let deliveries = wait_for_all(&receiver, &ids, Duration::from_secs(30)).await;
     let published_by_first = deliveries
         .iter()
         .filter(|d| d.replica == "first" && watched.contains(&d.post_id))

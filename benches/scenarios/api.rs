@@ -10,7 +10,7 @@ use chrono::Utc;
 use rand::Rng as _;
 
 use crate::Options;
-use crate::harness::{self, Backend, Database, Receiver, Server};
+use crate::harness::{self, Backend, Receiver, Server, TestDatabase};
 use crate::report::{self, Report, Target, Unit};
 
 const CALLERS: usize = 64;
@@ -22,15 +22,11 @@ const BULK_CALLERS: usize = 4;
 pub const FALLBACK_BULK_SIZE: usize = 1_000;
 
 pub async fn run(options: &Options, backend: Backend) -> anyhow::Result<Report> {
-    let database = Database::create(backend).await?;
-    let result = one_run(options, &database).await;
-    if let Err(error) = database.remove().await {
-        eprintln!("warning: {error:#}");
-    }
-    result
+    let database = harness::database(backend).await?;
+    one_run(options, &database).await
 }
 
-async fn one_run(options: &Options, database: &Database) -> anyhow::Result<Report> {
+async fn one_run(options: &Options, database: &TestDatabase) -> anyhow::Result<Report> {
     let (warm_up, measured) = if options.smoke {
         (Duration::from_millis(200), Duration::from_secs(1))
     } else {
@@ -55,7 +51,7 @@ async fn one_run(options: &Options, database: &Database) -> anyhow::Result<Repor
     report.param("bulk_recurrence", "EVERY_N_HOURS, interval_hours 1");
     report.param("bulk_concurrent_callers", BULK_CALLERS);
 
-    let receiver = Receiver::start()?;
+    let receiver = Receiver::start();
     let (server, _) = Server::start(database, &receiver.url, &[]).await?;
     let clients = server.clients(CONNECTIONS).await?;
 

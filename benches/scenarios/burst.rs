@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 
-use crate::harness::{self, Backend, Database, Receiver, Server};
+use crate::harness::{self, Backend, Receiver, Server, TestDatabase};
 use crate::precision::{CREATE_CONCURRENCY, lead_for};
 use crate::report::{self, Report, Target, Unit};
 use crate::{Failures, Options};
@@ -26,12 +26,8 @@ pub async fn run(
     let posts = options
         .posts
         .unwrap_or(if options.smoke { 300 } else { 10_000 });
-    let database = Database::create(backend).await?;
-    let result = one_run(options, &database, posts, failures).await;
-    if let Err(error) = database.remove().await {
-        eprintln!("warning: {error:#}");
-    }
-    result
+    let database = harness::database(backend).await?;
+    one_run(options, &database, posts, failures).await
 }
 
 struct Sample {
@@ -42,7 +38,7 @@ struct Sample {
 
 async fn one_run(
     options: &Options,
-    database: &Database,
+    database: &TestDatabase,
     posts: usize,
     failures: &mut Failures,
 ) -> anyhow::Result<Report> {
@@ -59,7 +55,7 @@ async fn one_run(
     report.param("max_concurrent_publishes", 64);
     report.param("create_concurrency", CREATE_CONCURRENCY);
 
-    let receiver = Receiver::start()?;
+    let receiver = Receiver::start();
     let (server, _) = Server::start(
         database,
         &receiver.url,
@@ -92,7 +88,7 @@ async fn one_run(
     // CPU time from here (the server is idle until the instant) to 1 s after
     // the last post: the work of the burst.
     let cpu_before = server.cpu_ticks()?;
-    let db_before = database.backend_cpu_ticks().await?;
+    let db_before = harness::backend_cpu_ticks(database).await?;
     let create_rate = posts as f64 / created.elapsed.as_secs_f64();
     let slack = (instant - created_at).num_microseconds().unwrap_or(0) as f64 / 1e6;
     if created_at >= instant {
@@ -142,15 +138,14 @@ async fn one_run(
     };
     let wait = (instant - Utc::now()).to_std().unwrap_or_default() + limit;
     receiver
-        .wait_for(posts, tokio::time::Instant::now() + wait)
+        .arrived_by(posts, tokio::time::Instant::now() + wait)
         .await;
     stop.store(true, Ordering::Relaxed);
     let samples = reader.await?;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let cpu_ms = harness::ticks_to_ms(server.cpu_ticks()?.saturating_sub(cpu_before));
     let db_cpu_ms = harness::ticks_to_ms(
-        database
-            .backend_cpu_ticks()
+        harness::backend_cpu_ticks(database)
             .await?
             .saturating_sub(db_before),
     );
@@ -163,7 +158,7 @@ async fn one_run(
     let problems = server.log_problems();
     drop(clients);
     server.stop().await?;
-    let hits = receiver.hits();
+    let hits = receiver.received();
     drop(receiver);
     for line in problems.iter().take(5) {
         eprintln!("    server: {line}");
@@ -175,7 +170,7 @@ async fn one_run(
     let mut duplicates = 0usize;
     let mut last_at = None::<DateTime<Utc>>;
     for hit in &hits {
-        let (id, at) = hit.parse()?;
+        let (id, at) = harness::post_and_instant(hit)?;
         if !ids.contains(id.as_str()) {
             continue;
         }

@@ -1,361 +1,77 @@
-//! What every scenario stands on: the Punctual binary run as a child
-//! process, a database of its own (a temporary SQLite file or a fresh
-//! PostgreSQL database), a fast HTTP receiver standing in for the publishing
-//! service, gRPC clients, and readings of the server's memory and CPU time
-//! from /proc.
+//! What every scenario stands on, beyond the test harness it shares with the
+//! tests (`tests/support`: the database, the receiver standing in for the
+//! publishing service, the `punctual serve` child process): gRPC clients,
+//! requests, and readings of the server's memory and CPU time from /proc.
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, anyhow, bail};
-use axum::body::Bytes;
 use chrono::{DateTime, Utc};
-use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
+use diesel_async::SimpleAsyncConnection;
 use rand::Rng as _;
-use tokio::process::{Child, Command};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use punctual::grpc::pb;
 use punctual::grpc::pb::scheduler_client::SchedulerClient;
+
+pub use crate::support::database::{Backend, TestDatabase};
+use crate::support::database::{DEFAULT_POSTGRES_URL, connect_postgres};
+pub use crate::support::process::Startup;
+use crate::support::process::{Serve, ServerProcess};
+pub use crate::support::receiver::{Received, Receiver};
+pub use crate::support::timestamp;
 
 pub type Client = SchedulerClient<Channel>;
 
 /// Time limit of one RPC made by the benchmark.
 pub const RPC_TIMEOUT: Duration = Duration::from_secs(60);
 
-const DEFAULT_POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Backend {
-    Sqlite,
-    Postgres,
-}
-
-impl Backend {
-    pub fn name(self) -> &'static str {
-        match self {
-            Backend::Sqlite => "sqlite",
-            Backend::Postgres => "postgres",
-        }
-    }
-}
-
-// ---------------------------------------------------------------------------
-// Clean-up registry: servers and PostgreSQL databases still alive when the
-// process is interrupted or hits its overall time limit.
-
-#[derive(Default)]
-struct Live {
-    pids: Vec<u32>,
-    databases: Vec<(String, String)>,
-}
-
-fn live() -> &'static Mutex<Live> {
-    static LIVE: OnceLock<Mutex<Live>> = OnceLock::new();
-    LIVE.get_or_init(Mutex::default)
-}
-
-/// Kills every server still running and drops every database still
-/// registered; used on Ctrl-C and when the overall time limit is reached.
-pub async fn emergency_cleanup() {
-    let (pids, databases) = {
-        let mut live = live().lock().unwrap_or_else(|e| e.into_inner());
-        (
-            std::mem::take(&mut live.pids),
-            std::mem::take(&mut live.databases),
-        )
-    };
-    for pid in pids {
-        let _ = std::process::Command::new("kill")
-            .args(["-KILL", &pid.to_string()])
-            .status();
-    }
-    for (admin_url, name) in databases {
-        let _ = tokio::time::timeout(Duration::from_secs(10), drop_pg_database(&admin_url, &name))
-            .await;
-    }
-}
-
 // ---------------------------------------------------------------------------
 // Databases
 
-/// Where one run's data lives; shared by the restarts of a run.
-pub struct Database {
-    pub url: String,
-    pub backend: Backend,
-    postgres: Option<(String, String)>,
-    dir: Option<tempfile::TempDir>,
-}
-
-impl Database {
-    pub async fn create(backend: Backend) -> anyhow::Result<Database> {
-        match backend {
-            Backend::Sqlite => {
-                let dir = tempfile::Builder::new()
-                    .prefix("punctual-bench-")
-                    .tempdir()
-                    .context("cannot create a temporary directory for the SQLite file")?;
-                let url = format!("sqlite://{}", dir.path().join("punctual.db").display());
-                Ok(Database {
-                    url,
-                    backend,
-                    postgres: None,
-                    dir: Some(dir),
-                })
-            }
-            Backend::Postgres => {
-                let admin_url = postgres_admin_url();
-                let name = format!("punctual_bench_{}", uuid::Uuid::now_v7().simple());
-                let mut admin = pg_connect(&admin_url).await?;
-                admin
-                    .batch_execute(&format!("CREATE DATABASE {name}"))
-                    .await
-                    .with_context(|| format!("CREATE DATABASE {name} failed on {admin_url}"))?;
-                live()
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .databases
-                    .push((admin_url.clone(), name.clone()));
-                let base = admin_url
-                    .rsplit_once('/')
-                    .map(|(base, _)| base)
-                    .unwrap_or(&admin_url);
-                Ok(Database {
-                    url: format!("{base}/{name}"),
-                    backend,
-                    postgres: Some((admin_url.clone(), name)),
-                    dir: None,
-                })
-            }
-        }
-    }
-
-    /// A directory for server logs that lives as long as the database.
-    pub fn scratch_dir(&self) -> PathBuf {
-        match &self.dir {
-            Some(dir) => dir.path().to_owned(),
-            None => std::env::temp_dir(),
-        }
-    }
-
-    /// CPU time (in clock ticks) of the PostgreSQL backends connected to
-    /// this database; 0 for SQLite, whose work runs inside the server.
-    pub async fn backend_cpu_ticks(&self) -> anyhow::Result<u64> {
-        let Some((admin_url, name)) = &self.postgres else {
-            return Ok(0);
-        };
-        #[derive(diesel::QueryableByName)]
-        struct Pid {
-            #[diesel(sql_type = diesel::sql_types::Integer)]
-            pid: i32,
-        }
-        use diesel_async::RunQueryDsl as _;
-        let mut admin = pg_connect(admin_url).await?;
-        let pids: Vec<Pid> = diesel::sql_query(format!(
-            "SELECT pid FROM pg_stat_activity WHERE datname = '{name}'"
-        ))
-        .load(&mut admin)
-        .await
-        .context("reading pg_stat_activity")?;
-        Ok(pids
-            .iter()
-            .filter_map(|p| cpu_ticks(p.pid as u32).ok())
-            .sum())
-    }
-
-    /// Drops the PostgreSQL database (the SQLite directory goes with `self`).
-    pub async fn remove(self) -> anyhow::Result<()> {
-        if let Some((admin_url, name)) = &self.postgres {
-            drop_pg_database(admin_url, name).await?;
-            live()
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .databases
-                .retain(|(_, n)| n != name);
-        }
-        Ok(())
-    }
+/// A database of one run, on `backend`: PostgreSQL's on the server of
+/// `PUNCTUAL_BENCH_POSTGRES_URL`. Dropped (a PostgreSQL one with `DROP
+/// DATABASE`) when the run ends, or when the process is interrupted or runs
+/// out of time and drops the scenario in progress.
+pub async fn database(backend: Backend) -> anyhow::Result<TestDatabase> {
+    TestDatabase::create(backend, &postgres_admin_url(), "bench").await
 }
 
 pub fn postgres_admin_url() -> String {
     std::env::var("PUNCTUAL_BENCH_POSTGRES_URL").unwrap_or_else(|_| DEFAULT_POSTGRES_URL.into())
 }
 
-async fn pg_connect(url: &str) -> anyhow::Result<AsyncPgConnection> {
-    tokio::time::timeout(Duration::from_secs(10), AsyncPgConnection::establish(url))
-        .await
-        .map_err(|_| anyhow!("PostgreSQL at {url} did not answer within 10 s"))?
-        .with_context(|| {
-            format!(
-                "PostgreSQL at {url} is unreachable (set PUNCTUAL_BENCH_POSTGRES_URL to an admin URL)"
-            )
-        })
-}
-
-async fn drop_pg_database(admin_url: &str, name: &str) -> anyhow::Result<()> {
-    let mut admin = pg_connect(admin_url).await?;
-    admin
-        .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-        .await
-        .with_context(|| format!("DROP DATABASE {name} failed"))?;
-    Ok(())
+/// CPU time (in clock ticks) of the PostgreSQL backends connected to
+/// `database`; 0 for SQLite, whose work runs inside the server.
+pub async fn backend_cpu_ticks(database: &TestDatabase) -> anyhow::Result<u64> {
+    let Some(postgres) = database.postgres_database() else {
+        return Ok(0);
+    };
+    #[derive(diesel::QueryableByName)]
+    struct Pid {
+        #[diesel(sql_type = diesel::sql_types::Integer)]
+        pid: i32,
+    }
+    use diesel_async::RunQueryDsl as _;
+    let mut admin = connect_postgres(&postgres.admin_url).await?;
+    let pids: Vec<Pid> = diesel::sql_query(format!(
+        "SELECT pid FROM pg_stat_activity WHERE datname = '{}'",
+        postgres.name
+    ))
+    .load(&mut admin)
+    .await
+    .context("reading pg_stat_activity")?;
+    Ok(pids
+        .iter()
+        .filter_map(|p| cpu_ticks(p.pid as u32).ok())
+        .sum())
 }
 
 // ---------------------------------------------------------------------------
-// The receiver standing in for the publishing service
-
-/// One request the receiver got: when its head arrived, and its body.
-#[derive(Clone)]
-pub struct Hit {
-    pub at: DateTime<Utc>,
-    pub body: Bytes,
-}
-
-#[derive(Default)]
-struct ReceiverState {
-    hits: Mutex<Vec<Hit>>,
-    count: AtomicUsize,
-}
-
-/// An HTTP server on its own thread and single-threaded runtime, so load
-/// generated by the benchmark never delays the receive timestamps. It notes
-/// the time a request's head arrived, keeps the body, and answers 200 at once.
-pub struct Receiver {
-    pub url: String,
-    state: Arc<ReceiverState>,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Receiver {
-    pub fn start() -> anyhow::Result<Receiver> {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0")
-            .context("receiver: cannot bind 127.0.0.1")?;
-        listener.set_nonblocking(true)?;
-        let addr = listener.local_addr()?;
-        let state = Arc::new(ReceiverState::default());
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let thread_state = Arc::clone(&state);
-        let thread = std::thread::Builder::new()
-            .name("receiver".into())
-            .spawn(move || {
-                let runtime = match tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                {
-                    Ok(runtime) => runtime,
-                    Err(error) => {
-                        eprintln!("receiver: cannot build a runtime: {error}");
-                        return;
-                    }
-                };
-                runtime.block_on(async move {
-                    let listener = match tokio::net::TcpListener::from_std(listener) {
-                        Ok(listener) => listener,
-                        Err(error) => {
-                            eprintln!("receiver: {error}");
-                            return;
-                        }
-                    };
-                    let app = axum::Router::new()
-                        .route("/publish", axum::routing::post(receive))
-                        .route("/publish/{platform}", axum::routing::post(receive))
-                        .with_state(thread_state);
-                    use axum::serve::ListenerExt as _;
-                    let listener = listener.tap_io(|tcp| {
-                        let _ = tcp.set_nodelay(true);
-                    });
-                    let served = axum::serve(listener, app)
-                        .with_graceful_shutdown(async {
-                            let _ = stopped.await;
-                        })
-                        .await;
-                    if let Err(error) = served {
-                        eprintln!("receiver: {error}");
-                    }
-                });
-                // Connections still open are dropped with the runtime.
-                runtime.shutdown_timeout(Duration::from_secs(1));
-            })?;
-        Ok(Receiver {
-            url: format!("http://{addr}/publish"),
-            state,
-            stop: Some(stop),
-            thread: Some(thread),
-        })
-    }
-
-    pub fn count(&self) -> usize {
-        self.state.count.load(Ordering::Acquire)
-    }
-
-    pub fn hits(&self) -> Vec<Hit> {
-        self.state
-            .hits
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-    }
-
-    /// Waits until `count` requests arrived or `deadline` passes; true when
-    /// they all arrived.
-    pub async fn wait_for(&self, count: usize, deadline: tokio::time::Instant) -> bool {
-        loop {
-            if self.count() >= count {
-                return true;
-            }
-            if tokio::time::Instant::now() >= deadline {
-                return false;
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    }
-}
-
-impl Drop for Receiver {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(thread) = self.thread.take() {
-            // Graceful shutdown waits for open keep-alive connections; the
-            // server is stopped before the receiver, so they are closed.
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while !thread.is_finished() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            if thread.is_finished() {
-                let _ = thread.join();
-            }
-        }
-    }
-}
-
-async fn receive(
-    axum::extract::State(state): axum::extract::State<Arc<ReceiverState>>,
-    request: axum::extract::Request,
-) -> axum::response::Response {
-    // The head has arrived: that is the moment the post reached the service.
-    let at = Utc::now();
-    let body = axum::body::to_bytes(request.into_body(), 1 << 20)
-        .await
-        .unwrap_or_default();
-    state
-        .hits
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .push(Hit { at, body });
-    state.count.fetch_add(1, Ordering::AcqRel);
-    axum::response::Response::builder()
-        .status(200)
-        .header("content-type", "application/json")
-        .body(axum::body::Body::from(r#"{"id":"bench"}"#))
-        .unwrap_or_default()
-}
+// What the receiver got
 
 /// What the publisher sent: the post id and its instant.
 #[derive(serde::Deserialize)]
@@ -364,19 +80,18 @@ pub struct WireBody {
     pub scheduled_for: String,
 }
 
-impl Hit {
-    pub fn parse(&self) -> anyhow::Result<(String, DateTime<Utc>)> {
-        let body: WireBody = serde_json::from_slice(&self.body).with_context(|| {
-            format!(
-                "the receiver got a body it cannot read: {}",
-                String::from_utf8_lossy(&self.body)
-            )
-        })?;
-        let instant = DateTime::parse_from_rfc3339(&body.scheduled_for)
-            .with_context(|| format!("scheduled_for {:?} is not RFC 3339", body.scheduled_for))?
-            .with_timezone(&Utc);
-        Ok((body.id, instant))
-    }
+/// The post id and instant of a request the receiver got.
+pub fn post_and_instant(received: &Received) -> anyhow::Result<(String, DateTime<Utc>)> {
+    let body: WireBody = serde_json::from_slice(&received.raw_body).with_context(|| {
+        format!(
+            "the receiver got a body it cannot read: {}",
+            String::from_utf8_lossy(&received.raw_body)
+        )
+    })?;
+    let instant = DateTime::parse_from_rfc3339(&body.scheduled_for)
+        .with_context(|| format!("scheduled_for {:?} is not RFC 3339", body.scheduled_for))?
+        .with_timezone(&Utc);
+    Ok((body.id, instant))
 }
 
 // ---------------------------------------------------------------------------
@@ -422,143 +137,43 @@ pub fn attempt_timings(log: &Path) -> (Vec<f64>, Vec<f64>) {
     (started, latency)
 }
 
-/// How long after the spawn the server answered.
-#[derive(Debug, Clone, Copy)]
-pub struct Startup {
-    /// The health service reports `punctual.v1.Scheduler` as SERVING.
-    pub health_serving: Duration,
-    /// A ListSchedules call answered.
-    pub list_answered: Duration,
+/// A running `punctual serve` (killed if dropped), with the readings the
+/// scenarios take of it.
+pub struct Server {
+    process: ServerProcess,
 }
 
-/// A running `punctual serve` child process (killed if dropped).
-pub struct Server {
-    child: Child,
-    pub pid: u32,
-    pub addr: SocketAddr,
-    pub spawned: Instant,
-    pub log: PathBuf,
+impl std::ops::Deref for Server {
+    type Target = ServerProcess;
+
+    fn deref(&self) -> &ServerProcess {
+        &self.process
+    }
 }
 
 impl Server {
     /// Starts the real binary and waits (at most 120 s) until it serves.
     pub async fn start(
-        database: &Database,
+        database: &TestDatabase,
         publisher_url: &str,
         extra_args: &[&str],
     ) -> anyhow::Result<(Server, Startup)> {
-        let addr = free_port()?;
-        let log = database.scratch_dir().join(format!(
-            "punctual-server-{}.log",
-            uuid::Uuid::now_v7().simple()
-        ));
-        let log_file = std::fs::File::create(&log)
-            .with_context(|| format!("cannot create the server log {}", log.display()))?;
-        let mut command = Command::new(env!("CARGO_BIN_EXE_punctual"));
-        command
-            .arg("serve")
-            .args(["--listen-addr", &addr.to_string()])
-            .args(["--database-url", &database.url])
-            .args(["--publisher-url", publisher_url])
+        let (process, startup) = Serve::new(&database.url, publisher_url, database.dir())
             .args(extra_args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(log_file.try_clone()?))
-            .stderr(Stdio::from(log_file))
-            .kill_on_drop(true);
-        // The server reads its configuration from PUNCTUAL_* variables too:
-        // only the flags above count.
-        for (key, _) in std::env::vars_os() {
-            if key.to_string_lossy().starts_with("PUNCTUAL_") {
-                command.env_remove(key);
-            }
-        }
-        command
             .env("RUST_LOG", server_log_level())
-            .env("NO_COLOR", "1")
-            .env("PUNCTUAL_PUBLISHER_SECRET", "benchmark-secret");
-        let spawned = Instant::now();
-        let child = command
-            .spawn()
-            .context("cannot start the punctual binary")?;
-        let pid = child
-            .id()
-            .ok_or_else(|| anyhow!("the server exited at once"))?;
-        live()
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .pids
-            .push(pid);
-        let mut server = Server {
-            child,
-            pid,
-            addr,
-            spawned,
-            log,
-        };
-        let startup = server.wait_until_serving(Duration::from_secs(120)).await?;
-        Ok((server, startup))
-    }
-
-    async fn wait_until_serving(&mut self, limit: Duration) -> anyhow::Result<Startup> {
-        use tonic_health::pb::HealthCheckRequest;
-        use tonic_health::pb::health_check_response::ServingStatus;
-        use tonic_health::pb::health_client::HealthClient;
-
-        let deadline = self.spawned + limit;
-        let mut health_serving = None;
-        while Instant::now() < deadline {
-            if let Some(status) = self.child.try_wait()? {
-                bail!(
-                    "the server exited with {status} before serving:\n{}",
-                    self.log_tail()
-                );
-            }
-            let endpoint = endpoint(self.addr)?.connect_timeout(Duration::from_millis(200));
-            if let Ok(Ok(channel)) =
-                tokio::time::timeout(Duration::from_millis(500), endpoint.connect()).await
-            {
-                let mut health = HealthClient::new(channel.clone());
-                let check = health.check(HealthCheckRequest {
-                    service: "punctual.v1.Scheduler".into(),
-                });
-                if let Ok(Ok(response)) =
-                    tokio::time::timeout(Duration::from_millis(500), check).await
-                    && response.into_inner().status == ServingStatus::Serving as i32
-                {
-                    let serving = self.spawned.elapsed();
-                    health_serving.get_or_insert(serving);
-                    let mut client = SchedulerClient::new(channel);
-                    let list = client.list_schedules(pb::ListSchedulesRequest {
-                        page_size: 1,
-                        ..Default::default()
-                    });
-                    if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_secs(5), list).await {
-                        return Ok(Startup {
-                            health_serving: serving,
-                            list_answered: self.spawned.elapsed(),
-                        });
-                    }
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
-        bail!(
-            "the server did not serve within {limit:?} (health serving: {health_serving:?}):\n{}",
-            self.log_tail()
-        )
+            .env("PUNCTUAL_PUBLISHER_SECRET", "benchmark-secret")
+            .health_limit(Duration::from_secs(120))
+            .start()
+            .await?;
+        Ok((Server { process }, startup))
     }
 
     /// `n` clients, each on its own HTTP/2 connection.
     pub async fn clients(&self, n: usize) -> anyhow::Result<Vec<Client>> {
         let mut clients = Vec::with_capacity(n);
         for _ in 0..n {
-            let channel = endpoint(self.addr)?
-                .connect_timeout(Duration::from_secs(5))
-                .connect()
-                .await
-                .with_context(|| format!("cannot connect to the server at {}", self.addr))?;
             clients.push(
-                SchedulerClient::new(channel)
+                SchedulerClient::new(self.channel().await?)
                     .max_decoding_message_size(256 << 20)
                     .max_encoding_message_size(256 << 20),
             );
@@ -576,53 +191,19 @@ impl Server {
 
     /// Graceful stop (SIGTERM), bounded at 60 s, then SIGKILL. Returns how
     /// long the graceful stop took.
-    pub async fn stop(mut self) -> anyhow::Result<Duration> {
-        let started = Instant::now();
-        let _ = std::process::Command::new("kill")
-            .args(["-TERM", &self.pid.to_string()])
-            .status();
-        let waited = tokio::time::timeout(Duration::from_secs(60), self.child.wait()).await;
-        live()
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .pids
-            .retain(|pid| *pid != self.pid);
-        match waited {
-            Ok(Ok(status)) if status.success() => Ok(started.elapsed()),
-            Ok(Ok(status)) => bail!("the server exited with {status}:\n{}", self.log_tail()),
-            Ok(Err(error)) => Err(error.into()),
-            Err(_) => {
-                let _ = self.child.kill().await;
-                bail!("the server did not stop within 60 s of SIGTERM; killed")
-            }
-        }
-    }
-
-    pub fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(20)..].join("\n")
+    pub async fn stop(self) -> anyhow::Result<Duration> {
+        self.process.stop(Duration::from_secs(60)).await
     }
 
     /// Warnings and errors the server logged (RUST_LOG=warn), less the
     /// expected ones.
     pub fn log_problems(&self) -> Vec<String> {
-        std::fs::read_to_string(&self.log)
-            .unwrap_or_default()
+        self.log_text()
             .lines()
             .filter(|line| line.contains("WARN") || line.contains("ERROR"))
             .map(str::to_owned)
             .collect()
     }
-}
-
-fn endpoint(addr: SocketAddr) -> anyhow::Result<Endpoint> {
-    Ok(Endpoint::from_shared(format!("http://{addr}"))?.tcp_nodelay(true))
-}
-
-fn free_port() -> anyhow::Result<SocketAddr> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-    Ok(listener.local_addr()?)
 }
 
 // ---------------------------------------------------------------------------
@@ -708,13 +289,6 @@ pub async fn wait_until_quiet(
 
 // ---------------------------------------------------------------------------
 // Requests
-
-pub fn timestamp(instant: DateTime<Utc>) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: instant.timestamp(),
-        nanos: instant.timestamp_subsec_nanos() as i32,
-    }
-}
 
 /// Whole microseconds: what the server stores.
 pub fn truncate_to_micros(instant: DateTime<Utc>) -> DateTime<Utc> {
@@ -975,7 +549,7 @@ pub async fn settle_disks(with_postgres: bool) {
     if with_postgres {
         let url = postgres_admin_url();
         let checkpoint = async {
-            let mut admin = pg_connect(&url).await?;
+            let mut admin = connect_postgres(&url).await?;
             admin
                 .batch_execute("CHECKPOINT")
                 .await

@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use chrono::{DateTime, Utc};
 
-use crate::harness::{self, Backend, Database, Receiver, Server};
+use crate::harness::{self, Backend, Receiver, Server, TestDatabase};
 use crate::report::{self, Report, Target, Unit};
 use crate::{Failures, Options};
 
@@ -176,11 +176,8 @@ pub async fn run(
         if options.runs > 1 {
             eprintln!("    run {} of {}", index + 1, options.runs);
         }
-        let database = Database::create(backend).await?;
+        let database = harness::database(backend).await?;
         let result = one_run(options, &database, posts, spread, failures).await;
-        if let Err(error) = database.remove().await {
-            eprintln!("warning: {error:#}");
-        }
         let run = result?;
         report.run(&run.values);
         cost.run(&run.cost);
@@ -232,13 +229,13 @@ pub async fn lead_for(
 
 async fn one_run(
     options: &Options,
-    database: &Database,
+    database: &TestDatabase,
     posts: usize,
     spread: Duration,
     failures: &mut Failures,
 ) -> anyhow::Result<Run> {
     let backend = database.backend.name();
-    let receiver = Receiver::start()?;
+    let receiver = Receiver::start();
     let (server, _) = Server::start(database, &receiver.url, &[]).await?;
     let clients = server.clients(4).await?;
     let minimum = if options.smoke {
@@ -255,11 +252,11 @@ async fn one_run(
     let last_due = instants.iter().max().copied().unwrap_or(start);
 
     let cpu_before = server.cpu_ticks()?;
-    let db_before = database.backend_cpu_ticks().await?;
+    let db_before = harness::backend_cpu_ticks(database).await?;
     let created = harness::create_many(&clients, business, &instants, CREATE_CONCURRENCY).await?;
     let created_at = Utc::now();
     let cpu_created = server.cpu_ticks()?;
-    let db_created = database.backend_cpu_ticks().await?;
+    let db_created = harness::backend_cpu_ticks(database).await?;
     let create_rate = posts as f64 / created.elapsed.as_secs_f64();
     let slack = (first_due - created_at).num_microseconds().unwrap_or(0) as f64 / 1e6;
     if created_at >= first_due {
@@ -271,12 +268,12 @@ async fn one_run(
 
     let wait = (last_due - Utc::now()).to_std().unwrap_or_default() + Duration::from_secs(10);
     receiver
-        .wait_for(posts, tokio::time::Instant::now() + wait)
+        .arrived_by(posts, tokio::time::Instant::now() + wait)
         .await;
     // Let the last outcomes be recorded before reading CPU time.
     tokio::time::sleep(Duration::from_secs(1)).await;
     let cpu_published = server.cpu_ticks()?;
-    let db_published = database.backend_cpu_ticks().await?;
+    let db_published = harness::backend_cpu_ticks(database).await?;
     let published = harness::count_with_status(
         &clients[0],
         business,
@@ -288,7 +285,7 @@ async fn one_run(
     let log = server.log.clone();
     server.stop().await?;
     let (attempt_started_ms, publish_call_ms) = harness::attempt_timings(&log);
-    let hits = receiver.hits();
+    let hits = receiver.received();
     drop(receiver);
     for line in problems.iter().take(5) {
         eprintln!("    server: {line}");
@@ -305,7 +302,7 @@ async fn one_run(
     let mut unknown = 0usize;
     let mut mismatched = 0usize;
     for hit in &hits {
-        let (id, instant) = hit.parse()?;
+        let (id, instant) = harness::post_and_instant(hit)?;
         let Some(&sent) = expected.get(id.as_str()) else {
             unknown += 1;
             continue;

@@ -14,7 +14,7 @@ use anyhow::{Context as _, anyhow};
 use chrono::Utc;
 
 use crate::api::FALLBACK_BULK_SIZE;
-use crate::harness::{self, Backend, Database, Receiver, Server, Startup};
+use crate::harness::{self, Backend, Receiver, Server, Startup, TestDatabase};
 use crate::precision::CREATE_CONCURRENCY;
 use crate::report::{self, Report, Target, Unit};
 use crate::{Failures, Options};
@@ -34,18 +34,12 @@ pub async fn run(
         .posts
         .unwrap_or(if options.smoke { 2_000 } else { 100_000 });
     let mut reports = Vec::new();
-    let database = Database::create(backend).await?;
+    let database = harness::database(backend).await?;
     let result = timers_in_horizon(&database, posts).await;
-    if let Err(error) = database.remove().await {
-        eprintln!("warning: {error:#}");
-    }
     reports.push(result?);
     if options.full {
-        let database = Database::create(backend).await?;
+        let database = harness::database(backend).await?;
         let result = million_at_start_up(&database, 1_000_000).await;
-        if let Err(error) = database.remove().await {
-            eprintln!("warning: {error:#}");
-        }
         match result {
             Ok(report) => reports.push(report),
             Err(error) => failures.push(format!(
@@ -70,7 +64,7 @@ struct Restarts {
 /// Restarts the server twice on the database: without timers (horizon 1 s)
 /// and with the given horizon; measures start-up and memory each time.
 async fn restarts(
-    database: &Database,
+    database: &TestDatabase,
     receiver: &Receiver,
     horizon: &str,
     limit: Duration,
@@ -221,7 +215,7 @@ fn restart_values(restarts: &Restarts, posts: usize) -> Vec<(&'static str, f64)>
 
 /// `posts` pending posts 10 to 50 minutes ahead (inside the default one-hour
 /// horizon), created with CreateSchedule on a running server.
-async fn timers_in_horizon(database: &Database, posts: usize) -> anyhow::Result<Report> {
+async fn timers_in_horizon(database: &TestDatabase, posts: usize) -> anyhow::Result<Report> {
     let backend = database.backend.name();
     let mut report = Report::new(
         "scale",
@@ -234,7 +228,7 @@ async fn timers_in_horizon(database: &Database, posts: usize) -> anyhow::Result<
     report.param("posts", posts);
     report.param("horizon", "1h");
 
-    let receiver = Receiver::start()?;
+    let receiver = Receiver::start();
     let (server, _) = Server::start(database, &receiver.url, &[]).await?;
     let idle_rss = wait_rss_stable(&server, Duration::from_secs(60))
         .await
@@ -307,7 +301,7 @@ async fn timers_in_horizon(database: &Database, posts: usize) -> anyhow::Result<
 /// `posts` pending posts inserted with BulkSchedule (10,000 per request,
 /// hourly, so they span 417 days), then a restart with a horizon that
 /// covers them all.
-async fn million_at_start_up(database: &Database, posts: usize) -> anyhow::Result<Report> {
+async fn million_at_start_up(database: &TestDatabase, posts: usize) -> anyhow::Result<Report> {
     let backend = database.backend.name();
     let mut report = Report::new(
         "scale-startup",
@@ -324,7 +318,7 @@ async fn million_at_start_up(database: &Database, posts: usize) -> anyhow::Resul
         "BulkSchedule, 10,000 hourly posts per request",
     );
 
-    let receiver = Receiver::start()?;
+    let receiver = Receiver::start();
     let (server, _) = Server::start(database, &receiver.url, &[]).await?;
     let mut client = server.clients(1).await?.remove(0);
     let start_date = (Utc::now() + chrono::Duration::days(1))

@@ -523,7 +523,7 @@ async fn calls_without_a_known_token_are_unauthenticated_while_probes_stay_open(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_network_address_without_tokens_is_refused_at_start() {
-    let database = TestDatabase::new().await;
+    let database = TestDatabase::for_this_test().await;
     let mut config = test_config(&database.url, "http://127.0.0.1:9/publish");
     config.listen_addr = "0.0.0.0:0".parse().unwrap();
     let error = match punctual::app::Application::build(config).await {

@@ -1,24 +1,16 @@
-//! The test harness: a real Punctual server on an ephemeral port, its own
+//! The integration suite's `TestApp`: a real Punctual server started
+//! in-process (`Application::build`) on an ephemeral port, with its own
 //! database (a temp SQLite file, or a fresh PostgreSQL database when
-//! `PUNCTUAL_TEST_DATABASE_URL` names a server), and a real HTTP receiver
-//! standing in for the publishing service.
+//! `PUNCTUAL_TEST_DATABASE_URL` names a server) and the real HTTP receiver
+//! standing in for the publishing service, both from `tests/support`.
 
-use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::IntoResponse;
 use chrono::{DateTime, Utc};
-use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
-use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
-
-#[path = "../support/postgres.rs"]
-mod postgres;
 
 use punctual::app::Application;
 use punctual::clock::{Clock, SystemClock};
@@ -26,196 +18,11 @@ use punctual::config::ServeConfig;
 pub use punctual::grpc::pb;
 use punctual::grpc::pb::scheduler_client::SchedulerClient;
 
+pub use crate::support::database::TestDatabase;
+pub use crate::support::receiver::Receiver;
+pub use crate::support::timestamp;
+
 pub const SECRET: &str = "test-secret";
-
-/// Where a test's data lives; shared by the restarts of one test.
-pub struct TestDatabase {
-    pub url: String,
-    _dir: Option<tempfile::TempDir>,
-    /// The admin URL and name of a PostgreSQL database made for the test,
-    /// dropped with it.
-    postgres: Option<(String, String)>,
-}
-
-impl Drop for TestDatabase {
-    fn drop(&mut self) {
-        if let Some((admin_url, name)) = self.postgres.take() {
-            postgres::drop_database(admin_url, name);
-        }
-    }
-}
-
-impl TestDatabase {
-    pub async fn new() -> TestDatabase {
-        match std::env::var("PUNCTUAL_TEST_DATABASE_URL") {
-            Ok(admin_url) if admin_url.starts_with("postgres") => {
-                let name = format!("punctual_test_{}", uuid::Uuid::now_v7().simple());
-                let mut admin = AsyncPgConnection::establish(&admin_url)
-                    .await
-                    .unwrap_or_else(|error| {
-                        panic!("PostgreSQL at {admin_url} is unreachable: {error}")
-                    });
-                admin
-                    .batch_execute(&format!("CREATE DATABASE {name}"))
-                    .await
-                    .expect("create test database");
-                let base = admin_url
-                    .rsplit_once('/')
-                    .map(|(base, _)| base)
-                    .unwrap_or(&admin_url);
-                TestDatabase {
-                    url: format!("{base}/{name}"),
-                    _dir: None,
-                    postgres: Some((admin_url.clone(), name)),
-                }
-            }
-            _ => {
-                let dir = tempfile::tempdir().expect("temp dir");
-                let url = format!("sqlite://{}", dir.path().join("punctual.db").display());
-                TestDatabase {
-                    url,
-                    _dir: Some(dir),
-                    postgres: None,
-                }
-            }
-        }
-    }
-}
-
-/// One request the publishing service received.
-#[derive(Debug, Clone)]
-pub struct Received {
-    pub at: DateTime<Utc>,
-    pub headers: HeaderMap,
-    pub raw_body: Vec<u8>,
-    pub body: serde_json::Value,
-}
-
-impl Received {
-    pub fn header(&self, name: &str) -> String {
-        self.headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_owned()
-    }
-
-    pub fn post_id(&self) -> String {
-        self.body["id"].as_str().unwrap_or_default().to_owned()
-    }
-}
-
-/// What the receiver answers: scripted statuses first, then `default_status`.
-#[derive(Default)]
-struct ReceiverState {
-    received: Mutex<Vec<Received>>,
-    script: Mutex<VecDeque<u16>>,
-    default_status: Mutex<u16>,
-    delay: Mutex<Duration>,
-    in_flight: Mutex<(usize, usize)>,
-    arrived: Notify,
-}
-
-#[derive(Clone)]
-pub struct Receiver {
-    state: Arc<ReceiverState>,
-    pub url: String,
-}
-
-impl Receiver {
-    pub async fn start() -> Receiver {
-        let state = Arc::new(ReceiverState::default());
-        *state.default_status.lock().unwrap() = 200;
-        let app = axum::Router::new()
-            .route("/publish", axum::routing::post(receive))
-            .route("/publish/{platform}", axum::routing::post(receive))
-            .with_state(Arc::clone(&state));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
-        Receiver {
-            state,
-            url: format!("http://{addr}/publish"),
-        }
-    }
-
-    /// Answer these statuses, in order, before the default.
-    pub fn script(&self, statuses: &[u16]) {
-        self.state.script.lock().unwrap().extend(statuses);
-    }
-
-    pub fn always(&self, status: u16) {
-        *self.state.default_status.lock().unwrap() = status;
-    }
-
-    /// Hold every answer this long.
-    pub fn delay(&self, delay: Duration) {
-        *self.state.delay.lock().unwrap() = delay;
-    }
-
-    pub fn received(&self) -> Vec<Received> {
-        self.state.received.lock().unwrap().clone()
-    }
-
-    pub fn max_concurrent(&self) -> usize {
-        self.state.in_flight.lock().unwrap().1
-    }
-
-    /// Waits until at least `count` requests arrived, or panics after `limit`.
-    pub async fn wait_for(&self, count: usize, limit: Duration) -> Vec<Received> {
-        let deadline = tokio::time::Instant::now() + limit;
-        loop {
-            let notified = self.state.arrived.notified();
-            let received = self.received();
-            if received.len() >= count {
-                return received;
-            }
-            if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                panic!(
-                    "expected {count} requests within {limit:?}, got {}",
-                    self.received().len()
-                );
-            }
-        }
-    }
-}
-
-async fn receive(
-    State(state): State<Arc<ReceiverState>>,
-    headers: HeaderMap,
-    body: axum::body::Bytes,
-) -> impl IntoResponse {
-    let at = Utc::now();
-    {
-        let mut in_flight = state.in_flight.lock().unwrap();
-        in_flight.0 += 1;
-        in_flight.1 = in_flight.1.max(in_flight.0);
-    }
-    let parsed = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
-    let status = state
-        .script
-        .lock()
-        .unwrap()
-        .pop_front()
-        .unwrap_or(*state.default_status.lock().unwrap());
-    state.received.lock().unwrap().push(Received {
-        at,
-        headers,
-        raw_body: body.to_vec(),
-        body: parsed.clone(),
-    });
-    state.arrived.notify_waiters();
-    let delay = *state.delay.lock().unwrap();
-    if !delay.is_zero() {
-        tokio::time::sleep(delay).await;
-    }
-    state.in_flight.lock().unwrap().0 -= 1;
-    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let external_id = format!("ext-{}", parsed["id"].as_str().unwrap_or_default());
-    (status, axum::Json(serde_json::json!({ "id": external_id })))
-}
 
 /// A running server and what it talks to.
 pub struct TestApp {
@@ -228,7 +35,7 @@ pub struct TestApp {
 }
 
 pub fn test_config(database_url: &str, publisher_url: &str) -> ServeConfig {
-    let mut config = ServeConfig::with_defaults();
+    let mut config = crate::support::config::serve_defaults();
     config.listen_addr = "127.0.0.1:0".parse().unwrap();
     config.database_url = database_url.to_owned();
     config.publisher_url = publisher_url.to_owned();
@@ -245,8 +52,8 @@ pub async fn spawn_app() -> TestApp {
 }
 
 pub async fn spawn_app_with(adjust: impl FnOnce(&mut ServeConfig)) -> TestApp {
-    let database = Arc::new(TestDatabase::new().await);
-    let receiver = Receiver::start().await;
+    let database = Arc::new(TestDatabase::for_this_test().await);
+    let receiver = Receiver::start();
     start(database, receiver, Arc::new(SystemClock), adjust).await
 }
 
@@ -345,13 +152,6 @@ impl TestApp {
             );
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
-    }
-}
-
-pub fn timestamp(instant: DateTime<Utc>) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: instant.timestamp(),
-        nanos: instant.timestamp_subsec_nanos() as i32,
     }
 }
 

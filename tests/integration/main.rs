@@ -9,6 +9,8 @@ mod helpers;
 mod limits;
 mod planning;
 mod queue;
+#[path = "../support/mod.rs"]
+mod support;
 mod telemetry;
 
 use std::sync::Arc;
@@ -21,6 +23,7 @@ use helpers::*;
 use pb::scheduled_post::Status;
 use punctual::clock::{Clock, OffsetClock};
 use punctual::publisher::HttpPublisher;
+use support::process::Serve;
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -587,8 +590,8 @@ async fn posts_missed_during_downtime_fire_at_once_or_are_dead_lettered() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wall_clock_stepped_back_rearms_instead_of_publishing_early() {
-    let database = Arc::new(TestDatabase::new().await);
-    let receiver = Receiver::start().await;
+    let database = Arc::new(TestDatabase::for_this_test().await);
+    let receiver = Receiver::start();
     let clock = Arc::new(OffsetClock::new());
     let app = start(database, receiver, clock.clone(), |_| {}).await;
     let post = app
@@ -943,40 +946,24 @@ async fn bad_input_gets_the_right_status_naming_the_field() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_post_left_publishing_by_a_killed_process_is_published_again_with_the_same_key() {
-    let database = Arc::new(TestDatabase::new().await);
-    let receiver = Receiver::start().await;
+    let database = Arc::new(TestDatabase::for_this_test().await);
+    let receiver = Receiver::start();
     // The publisher holds the first request until the process is gone.
     receiver.delay(Duration::from_secs(30));
-    let addr = free_local_addr();
-    let mut process = tokio::process::Command::new(env!("CARGO_BIN_EXE_punctual"))
-        .args([
-            "serve",
-            "--listen-addr",
-            &addr.to_string(),
-            "--database-url",
-            &database.url,
-        ])
-        .args([
-            "--publisher-url",
-            &receiver.url,
-            "--publisher-secret",
-            SECRET,
-        ])
-        .env("RUST_LOG", "warn")
-        .kill_on_drop(true)
-        .spawn()
+    let (mut process, _) = Serve::new(&database.url, &receiver.url, database.dir())
+        .arg("--publisher-secret", SECRET)
+        .start()
+        .await
         .expect("start the punctual binary");
-    let mut client = connect(addr).await;
+    let mut client = process.client().await.expect("connect to the binary");
     let post = client
         .create_schedule(post_at("biz", in_millis(300)))
         .await
         .unwrap()
         .into_inner();
     let first = receiver.wait_for(1, WAIT).await;
-    process
-        .kill()
-        .await
-        .expect("SIGKILL the process mid-attempt");
+    // SIGKILL mid-attempt.
+    process.kill().await;
 
     receiver.delay(Duration::ZERO);
     let app = start(
@@ -1000,11 +987,6 @@ async fn a_post_left_publishing_by_a_killed_process_is_published_again_with_the_
         "the interrupted attempt is not counted"
     );
     app.stop().await;
-}
-
-fn free_local_addr() -> std::net::SocketAddr {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -10,6 +10,7 @@ use std::time::Duration;
 use tracing_subscriber::EnvFilter;
 
 use crate::helpers::*;
+use crate::support::process::Serve;
 use pb::scheduled_post::Status;
 use punctual::domain::PostId;
 use punctual::storage::{Storage, StorageOptions};
@@ -146,24 +147,12 @@ async fn a_publish_starts_a_trace_of_its_own_and_the_creating_calls_trace_is_kep
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_binary_publishes_and_stops_promptly_with_an_unreachable_collector() {
-    let database = TestDatabase::new().await;
-    let receiver = Receiver::start().await;
-    let closed_port = {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        listener.local_addr().expect("local addr").port()
-    };
-    let addr = {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        listener.local_addr().expect("local addr")
-    };
-    let log_dir = tempfile::tempdir().expect("temp dir");
-    let log_path = log_dir.path().join("punctual.log");
-    let log = std::fs::File::create(&log_path).expect("create the log");
-    let mut process = tokio::process::Command::new(env!("CARGO_BIN_EXE_punctual"))
-        .args(["serve", "--listen-addr", &addr.to_string()])
-        .args(["--database-url", &database.url])
-        .args(["--publisher-url", &receiver.url])
-        .args(["--publisher-secret", SECRET])
+    let database = TestDatabase::for_this_test().await;
+    let receiver = Receiver::start();
+    // A collector's port nothing listens on.
+    let closed_port = crate::support::free_port().port();
+    let (process, _) = Serve::new(&database.url, &receiver.url, database.dir())
+        .arg("--publisher-secret", SECRET)
         .env(
             "OTEL_EXPORTER_OTLP_ENDPOINT",
             format!("http://127.0.0.1:{closed_port}"),
@@ -172,15 +161,13 @@ async fn the_binary_publishes_and_stops_promptly_with_an_unreachable_collector()
         .env("OTEL_METRIC_EXPORT_INTERVAL", "200")
         .env("OTEL_BSP_SCHEDULE_DELAY", "100")
         .env("RUST_LOG", "info")
-        .env("NO_COLOR", "1")
-        .stdout(log.try_clone().expect("log handle"))
-        .stderr(log)
-        .kill_on_drop(true)
-        .spawn()
+        .start()
+        .await
         .expect("start the punctual binary");
+    let log_path = process.log.clone();
     let read_log = || std::fs::read_to_string(&log_path).unwrap_or_default();
 
-    let mut client = connect(addr).await;
+    let mut client = process.client().await.expect("connect to the binary");
     let post = client
         .create_schedule(from_traced_caller(post_at("otel-biz", in_millis(300))))
         .await
@@ -194,19 +181,11 @@ async fn the_binary_publishes_and_stops_promptly_with_an_unreachable_collector()
     // Let a few exports fail.
     tokio::time::sleep(Duration::from_millis(500)).await;
 
-    let pid = process.id().expect("the process is running").to_string();
-    let sent_signal = tokio::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
+    process
+        .stop(Duration::from_secs(15))
         .await
-        .expect("run kill");
-    assert!(sent_signal.success());
-    let status = tokio::time::timeout(Duration::from_secs(15), process.wait())
-        .await
-        .unwrap_or_else(|_| panic!("no exit within 15 s of SIGTERM; log:\n{}", read_log()))
-        .expect("wait for the process");
+        .expect("a clean exit within 15 s of SIGTERM");
     let log = read_log();
-    assert!(status.success(), "exit status {status}; log:\n{log}");
     assert!(log.contains("traces_exported=true"), "log:\n{log}");
     assert!(!log.contains("panicked"), "log:\n{log}");
 }
