@@ -23,7 +23,6 @@ use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
-use crate::auth::Caller;
 use crate::domain::PostView;
 use crate::scheduler::{
     BulkRequest, CreateRequest, ListRequest, PageRequest, RequeueAt, SchedulerError,
@@ -100,17 +99,36 @@ impl SchedulerApi {
         }
     }
 
-    /// Refuses a call on a post of a business the caller may not touch. A
-    /// post's business never changes, so the check cannot go stale before
-    /// the call's own compare-and-set.
-    async fn authorize_post(&self, caller: &Caller, id: &str) -> Result<(), Status> {
-        if caller.is_unrestricted() {
-            return Ok(());
+    /// The message of a call on one post (named by `id`), once its caller
+    /// may touch the post's business. A post's business never changes, so
+    /// the check cannot go stale before the call's own compare-and-set.
+    async fn for_post<T>(
+        &self,
+        request: Request<T>,
+        id: impl FnOnce(&T) -> &String,
+    ) -> Result<T, Status> {
+        let caller = auth::caller_of(&request)?;
+        let request = request.into_inner();
+        if !caller.is_unrestricted() {
+            let post = self.service.get(id(&request)).await?;
+            caller.check_business(&post.business_id)?;
         }
-        let post = self.service.get(id).await?;
-        caller.check_business(&post.business_id)?;
-        Ok(())
+        Ok(request)
     }
+}
+
+/// The message of a call on one business (named by `business`), once its
+/// caller may touch that business.
+fn for_business<T>(request: Request<T>, business: impl FnOnce(&T) -> &String) -> Result<T, Status> {
+    let caller = auth::caller_of(&request)?;
+    let request = request.into_inner();
+    caller.check_business(business(&request))?;
+    Ok(request)
+}
+
+/// The answer of a call that changes or reads one post: the whole post.
+fn full_post(post: crate::domain::Post) -> Response<pb::ScheduledPost> {
+    Response::new(post_to_proto(post, PostView::Full))
 }
 
 /// The largest message the server sends: the default receive limit of
@@ -139,9 +157,7 @@ impl pb::scheduler_server::Scheduler for SchedulerApi {
         &self,
         request: Request<pb::CreateScheduleRequest>,
     ) -> Result<Response<pb::ScheduledPost>, Status> {
-        let caller = auth::caller_of(&request)?;
-        let request = request.into_inner();
-        caller.check_business(&request.business_id)?;
+        let request = for_business(request, |request| &request.business_id)?;
         let when = match request.when {
             Some(pb::create_schedule_request::When::ScheduledFor(ts)) => {
                 Some(When::Instant(timestamp_to_datetime("scheduled_for", &ts)?))
@@ -164,7 +180,7 @@ impl pb::scheduler_server::Scheduler for SchedulerApi {
                 request_id: request.request_id,
             })
             .await?;
-        Ok(Response::new(post_to_proto(post, PostView::Full)))
+        Ok(full_post(post))
     }
 
     async fn get_schedule(
@@ -218,9 +234,7 @@ impl pb::scheduler_server::Scheduler for SchedulerApi {
         &self,
         request: Request<pb::UpdateScheduleRequest>,
     ) -> Result<Response<pb::ScheduledPost>, Status> {
-        let caller = auth::caller_of(&request)?;
-        let request = request.into_inner();
-        self.authorize_post(&caller, &request.id).await?;
+        let request = self.for_post(request, |request| &request.id).await?;
         let post = self
             .service
             .update(UpdateRequest {
@@ -239,21 +253,19 @@ impl pb::scheduler_server::Scheduler for SchedulerApi {
                 dst_policy: dst_policy(request.dst_gap_policy, request.dst_overlap_policy)?,
             })
             .await?;
-        Ok(Response::new(post_to_proto(post, PostView::Full)))
+        Ok(full_post(post))
     }
 
     async fn cancel_schedule(
         &self,
         request: Request<pb::CancelScheduleRequest>,
     ) -> Result<Response<pb::ScheduledPost>, Status> {
-        let caller = auth::caller_of(&request)?;
-        let request = request.into_inner();
-        self.authorize_post(&caller, &request.id).await?;
+        let request = self.for_post(request, |request| &request.id).await?;
         let post = self
             .service
             .cancel(&request.id, request.expected_version)
             .await?;
-        Ok(Response::new(post_to_proto(post, PostView::Full)))
+        Ok(full_post(post))
     }
 
     async fn bulk_schedule(
@@ -357,9 +369,7 @@ impl pb::scheduler_server::Scheduler for SchedulerApi {
         &self,
         request: Request<pb::GetCalendarRequest>,
     ) -> Result<Response<pb::Calendar>, Status> {
-        let caller = auth::caller_of(&request)?;
-        let request = request.into_inner();
-        caller.check_business(&request.business_id)?;
+        let request = for_business(request, |request| &request.business_id)?;
         let calendar = self.service.calendar(calendar_request(request)?).await?;
         Ok(Response::new(calendar_to_proto(&calendar)))
     }
@@ -403,9 +413,7 @@ impl pb::scheduler_server::Scheduler for SchedulerApi {
         &self,
         request: Request<pb::RequeueDeadLetterRequest>,
     ) -> Result<Response<pb::ScheduledPost>, Status> {
-        let caller = auth::caller_of(&request)?;
-        let request = request.into_inner();
-        self.authorize_post(&caller, &request.id).await?;
+        let request = self.for_post(request, |request| &request.id).await?;
         let at = match (request.at, request.now) {
             (Some(at), false) => RequeueAt::At(timestamp_to_datetime("at", &at)?),
             (Some(_), true) => {
@@ -423,44 +431,38 @@ impl pb::scheduler_server::Scheduler for SchedulerApi {
             .service
             .requeue_dead_letter(&request.id, at, request.expected_version)
             .await?;
-        Ok(Response::new(post_to_proto(post, PostView::Full)))
+        Ok(full_post(post))
     }
 
     async fn discard_dead_letter(
         &self,
         request: Request<pb::DiscardDeadLetterRequest>,
     ) -> Result<Response<pb::ScheduledPost>, Status> {
-        let caller = auth::caller_of(&request)?;
-        let request = request.into_inner();
-        self.authorize_post(&caller, &request.id).await?;
+        let request = self.for_post(request, |request| &request.id).await?;
         let post = self
             .service
             .discard_dead_letter(&request.id, request.expected_version)
             .await?;
-        Ok(Response::new(post_to_proto(post, PostView::Full)))
+        Ok(full_post(post))
     }
 
     async fn run_now(
         &self,
         request: Request<pb::RunNowRequest>,
     ) -> Result<Response<pb::ScheduledPost>, Status> {
-        let caller = auth::caller_of(&request)?;
-        let request = request.into_inner();
-        self.authorize_post(&caller, &request.id).await?;
+        let request = self.for_post(request, |request| &request.id).await?;
         let post = self
             .service
             .run_now(&request.id, request.expected_version)
             .await?;
-        Ok(Response::new(post_to_proto(post, PostView::Full)))
+        Ok(full_post(post))
     }
 
     async fn pause_queue(
         &self,
         request: Request<pb::PauseQueueRequest>,
     ) -> Result<Response<pb::QueuePause>, Status> {
-        let caller = auth::caller_of(&request)?;
-        let request = request.into_inner();
-        caller.check_business(&request.business_id)?;
+        let request = for_business(request, |request| &request.business_id)?;
         let pause = self
             .service
             .pause(&request.business_id, &request.platform)
@@ -472,9 +474,7 @@ impl pb::scheduler_server::Scheduler for SchedulerApi {
         &self,
         request: Request<pb::ResumeQueueRequest>,
     ) -> Result<Response<pb::ResumeQueueResponse>, Status> {
-        let caller = auth::caller_of(&request)?;
-        let request = request.into_inner();
-        caller.check_business(&request.business_id)?;
+        let request = for_business(request, |request| &request.business_id)?;
         let policy = missed_policy(request.missed_policy)?;
         let missed = self
             .service
@@ -501,9 +501,7 @@ impl pb::scheduler_server::Scheduler for SchedulerApi {
         &self,
         request: Request<pb::SetPostingSlotsRequest>,
     ) -> Result<Response<pb::PostingSlots>, Status> {
-        let caller = auth::caller_of(&request)?;
-        let request = request.into_inner();
-        caller.check_business(&request.business_id)?;
+        let request = for_business(request, |request| &request.business_id)?;
         let slots = request
             .slots
             .iter()
@@ -526,9 +524,7 @@ impl pb::scheduler_server::Scheduler for SchedulerApi {
         &self,
         request: Request<pb::GetPostingSlotsRequest>,
     ) -> Result<Response<pb::PostingSlots>, Status> {
-        let caller = auth::caller_of(&request)?;
-        let request = request.into_inner();
-        caller.check_business(&request.business_id)?;
+        let request = for_business(request, |request| &request.business_id)?;
         let view = self
             .service
             .get_slots(&request.business_id, &request.platform)
@@ -540,9 +536,7 @@ impl pb::scheduler_server::Scheduler for SchedulerApi {
         &self,
         request: Request<pb::SuggestTimesRequest>,
     ) -> Result<Response<pb::SuggestTimesResponse>, Status> {
-        let caller = auth::caller_of(&request)?;
-        let request = request.into_inner();
-        caller.check_business(&request.business_id)?;
+        let request = for_business(request, |request| &request.business_id)?;
         let (zone, suggestions) = self
             .service
             .suggest_times(
@@ -566,9 +560,7 @@ impl pb::scheduler_server::Scheduler for SchedulerApi {
         &self,
         request: Request<pb::RecordEngagementRequest>,
     ) -> Result<Response<pb::RecordEngagementResponse>, Status> {
-        let caller = auth::caller_of(&request)?;
-        let request = request.into_inner();
-        self.authorize_post(&caller, &request.post_id).await?;
+        let request = self.for_post(request, |request| &request.post_id).await?;
         self.service
             .record_engagement(
                 &request.post_id,
