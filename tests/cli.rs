@@ -6,25 +6,25 @@
 mod support;
 
 use std::process::Stdio;
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{Datelike as _, Utc};
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt as _, BufReader};
-use tokio_util::sync::CancellationToken;
 
-use punctual::app::Application;
+use punctual::clock::SystemClock;
 use punctual::config::ServeConfig;
 use support::database::TestDatabase;
 use support::free_port;
+use support::in_process::InProcessServer;
 
 const WAIT: Duration = Duration::from_secs(20);
 
 /// A running server; stopped when the test ends.
 struct Server {
     url: String,
-    shutdown: CancellationToken,
-    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    server: InProcessServer,
     _database: TestDatabase,
 }
 
@@ -35,34 +35,25 @@ impl Server {
 
     async fn start_with(adjust: impl FnOnce(&mut ServeConfig)) -> Server {
         let database = TestDatabase::sqlite().expect("a temporary SQLite database");
-        let mut config = support::config::serve_defaults();
-        config.listen_addr = "127.0.0.1:0".parse().unwrap();
-        config.database_url = database.url.clone();
-        config.publisher_url = format!("http://{}/publish", free_port());
+        let mut config = support::config::local_server(
+            &database.url,
+            &format!("http://{}/publish", free_port()),
+        );
         config.publisher_secret = None;
         config.max_attempts = 2;
         config.retry_base_delay = Duration::from_millis(50);
         config.retry_max_delay = Duration::from_millis(100);
         adjust(&mut config);
-        let app = Application::build(config).await.expect("build the server");
-        let addr = app.local_addr().expect("bound address");
-        let shutdown = CancellationToken::new();
-        let task = tokio::spawn(app.run_until_stopped(shutdown.clone()));
+        let server = InProcessServer::start(config, Arc::new(SystemClock)).await;
         Server {
-            url: format!("http://{addr}"),
-            shutdown,
-            task,
+            url: format!("http://{}", server.addr),
+            server,
             _database: database,
         }
     }
 
     async fn stop(self) {
-        self.shutdown.cancel();
-        tokio::time::timeout(WAIT, self.task)
-            .await
-            .expect("server stops")
-            .expect("server task")
-            .expect("server exits cleanly");
+        self.server.stop().await;
     }
 
     /// Runs `punctual ARGS…` against this server (through PUNCTUAL_SERVER).

@@ -9,16 +9,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 
-use punctual::app::Application;
 use punctual::clock::{Clock, SystemClock};
 use punctual::config::ServeConfig;
 pub use punctual::grpc::pb;
 use punctual::grpc::pb::scheduler_client::SchedulerClient;
 
 pub use crate::support::database::TestDatabase;
+use crate::support::in_process::InProcessServer;
 pub use crate::support::receiver::Receiver;
 pub use crate::support::timestamp;
 
@@ -30,15 +29,11 @@ pub struct TestApp {
     pub addr: SocketAddr,
     pub receiver: Receiver,
     pub database: Arc<TestDatabase>,
-    shutdown: CancellationToken,
-    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    server: InProcessServer,
 }
 
 pub fn test_config(database_url: &str, publisher_url: &str) -> ServeConfig {
-    let mut config = crate::support::config::serve_defaults();
-    config.listen_addr = "127.0.0.1:0".parse().unwrap();
-    config.database_url = database_url.to_owned();
-    config.publisher_url = publisher_url.to_owned();
+    let mut config = crate::support::config::local_server(database_url, publisher_url);
     config.publisher_secret = Some(SECRET.to_owned());
     config.retry_base_delay = Duration::from_millis(50);
     config.retry_max_delay = Duration::from_millis(200);
@@ -65,20 +60,14 @@ pub async fn start(
 ) -> TestApp {
     let mut config = test_config(&database.url, &receiver.url);
     adjust(&mut config);
-    let app = Application::build_with_clock(config, clock)
-        .await
-        .expect("build the application");
-    let addr = app.local_addr().unwrap();
-    let shutdown = CancellationToken::new();
-    let task = tokio::spawn(app.run_until_stopped(shutdown.clone()));
-    let client = connect(addr).await;
+    let server = InProcessServer::start(config, clock).await;
+    let client = connect(server.addr).await;
     TestApp {
         client,
-        addr,
+        addr: server.addr,
         receiver,
         database,
-        shutdown,
-        task,
+        server,
     }
 }
 
@@ -104,12 +93,7 @@ impl TestApp {
 
     /// Graceful stop, as on SIGTERM; returns the database and receiver for a restart.
     pub async fn stop(self) -> (Arc<TestDatabase>, Receiver) {
-        self.shutdown.cancel();
-        tokio::time::timeout(Duration::from_secs(20), self.task)
-            .await
-            .expect("server stops within 20 s")
-            .expect("server task")
-            .expect("server exits cleanly");
+        self.server.stop().await;
         (self.database, self.receiver)
     }
 

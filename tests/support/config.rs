@@ -17,3 +17,13 @@ pub fn serve_defaults() -> ServeConfig {
         .expect("the defaults of `punctual serve` parse");
     ServeConfig::from_arg_matches(&matches).expect("the defaults of `punctual serve` are valid")
 }
+
+/// The defaults, on an ephemeral loopback port, with a database and a
+/// publisher.
+pub fn local_server(database_url: &str, publisher_url: &str) -> ServeConfig {
+    let mut config = serve_defaults();
+    config.listen_addr = "127.0.0.1:0".parse().expect("a loopback address");
+    config.database_url = database_url.to_owned();
+    config.publisher_url = publisher_url.to_owned();
+    config
+}

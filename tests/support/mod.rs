@@ -6,6 +6,7 @@
 //!   publishing service;
 //! - [`process`]: `punctual` run as a child process with a clean
 //!   environment, and `punctual serve` waited on until it is healthy;
+//! - [`in_process`]: the server started inside the test process;
 //! - [`config`]: the server's configuration with its defaults, never the
 //!   developer's `PUNCTUAL_*` variables;
 //! - [`free_port`], [`require_tool`] and [`timestamp`].
@@ -21,6 +22,7 @@
 
 pub mod config;
 pub mod database;
+pub mod in_process;
 pub mod process;
 pub mod receiver;
 
@@ -35,7 +37,7 @@ pub fn free_port() -> SocketAddr {
     listener.local_addr().expect("the ephemeral port")
 }
 
-/// Panics unless `program` runs (with `args`, e.g. `-version`): an ignored
+/// Panics unless `program` runs and succeeds (with `args`, e.g. `-version`): an ignored
 /// test run explicitly fails when its tool is missing, rather than passing.
 pub fn require_tool(program: &str, args: &[&str], install: &str) {
     let ran = std::process::Command::new(program)
@@ -44,8 +46,15 @@ pub fn require_tool(program: &str, args: &[&str], install: &str) {
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .status();
-    if let Err(error) = ran {
-        panic!("this test needs {program}, which does not run here ({error}); {install}");
+    match ran {
+        Ok(status) if status.success() => {}
+        Ok(status) => panic!(
+            "this test needs {program}, and `{program} {}` exited with {status}; {install}",
+            args.join(" ")
+        ),
+        Err(error) => {
+            panic!("this test needs {program}, which does not run here ({error}); {install}")
+        }
     }
 }
 
