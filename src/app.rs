@@ -78,7 +78,7 @@ impl Application {
                 .clone()
                 .filter(|id| !id.trim().is_empty())
                 .unwrap_or_else(crate::cluster::default_replica_id),
-            lease_duration: config.lease_duration.max(std::time::Duration::from_secs(1)),
+            lease_duration: config.lease_duration,
         });
         let storage_options = StorageOptions {
             max_connections: config.database_max_connections,
@@ -201,11 +201,7 @@ impl Application {
                 ..Limits::default()
             },
         )
-        .with_suggest_config(
-            config
-                .suggest_config()
-                .map_err(|error| anyhow::anyhow!("invalid suggestion settings: {error}"))?,
-        );
+        .with_suggest_config(config.suggest_config());
         let listener = TcpListener::bind(config.listen_addr)
             .await
             .with_context(|| format!("could not listen on {}", config.listen_addr))?;
@@ -274,9 +270,7 @@ impl Application {
                 clock,
                 reporter: health_reporter.clone(),
                 config: WatchdogConfig {
-                    interval: config
-                        .health_check_interval
-                        .max(std::time::Duration::from_millis(100)),
+                    interval: config.health_check_interval,
                     stall: config.health_stall,
                     readiness_services: vec![
                         <SchedulerServer<SchedulerApi> as tonic::server::NamedService>::NAME
@@ -303,11 +297,7 @@ impl Application {
         let cluster_task =
             coordinator.map(|coordinator| tokio::spawn(coordinator.run(cluster_stop.clone())));
 
-        let api = SchedulerApi::new(
-            service,
-            shutdown.clone(),
-            usize::try_from(config.max_watchers).unwrap_or(usize::MAX),
-        );
+        let api = SchedulerApi::new(service, shutdown.clone(), config.max_watchers);
         tracing::info!(
             listen_addr = %address,
             database = storage.backend_name(),
@@ -324,9 +314,7 @@ impl Application {
         // caller says it accepts it.
         let scheduler = tonic::service::interceptor::InterceptedService::new(
             SchedulerServer::new(api)
-                .max_decoding_message_size(
-                    usize::try_from(config.max_request_bytes).unwrap_or(usize::MAX),
-                )
+                .max_decoding_message_size(config.max_request_bytes)
                 .max_encoding_message_size(crate::grpc::MAX_MESSAGE_BYTES)
                 .accept_compressed(tonic::codec::CompressionEncoding::Gzip)
                 .send_compressed(tonic::codec::CompressionEncoding::Gzip),
@@ -342,9 +330,7 @@ impl Application {
         let served = tonic::transport::Server::builder()
             .timeout(config.request_timeout)
             .layer(RpcTraceLayer)
-            .layer(LoadShedLayer::new(
-                usize::try_from(config.max_concurrent_requests).unwrap_or(usize::MAX),
-            ))
+            .layer(LoadShedLayer::new(config.max_concurrent_requests))
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)

@@ -1,6 +1,11 @@
 //! Configuration, read in one place: command-line flags, each with an
 //! environment variable as fallback. `punctual serve --help` lists them all
-//! with their defaults.
+//! with their defaults, and docs/operations.md's table is checked against
+//! them by a test.
+//!
+//! Every bound of a setting is decided here, by the flag's value parser: a
+//! value out of range is refused at start-up with a message naming the
+//! flag, so the code that uses a setting never clamps it.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -51,6 +56,59 @@ pub(crate) fn parse_duration(input: &str) -> Result<Duration, String> {
         .map_err(|error| format!("{error} (e.g. \"500ms\", \"2s\", \"1h\")"))
 }
 
+/// A value parser for a duration between `min` and `max`, both included.
+fn duration_between(
+    min: Duration,
+    max: Duration,
+) -> impl Fn(&str) -> Result<Duration, String> + Clone + Send + Sync + 'static {
+    move |input| {
+        let duration = parse_duration(input)?;
+        if duration < min {
+            Err(format!("must be at least {}", format_bound(min)))
+        } else if duration > max {
+            Err(format!("must be at most {}", format_bound(max)))
+        } else {
+            Ok(duration)
+        }
+    }
+}
+
+/// A bound as it would be written on the command line: whole days in days
+/// (humantime would write 700 days as `1year 10months 30days 8h 24m`).
+fn format_bound(bound: Duration) -> String {
+    match bound.as_secs() / DAY.as_secs() {
+        days @ 2..
+            if bound.as_secs().is_multiple_of(DAY.as_secs()) && bound.subsec_nanos() == 0 =>
+        {
+            format!("{days}days")
+        }
+        _ => humantime::format_duration(bound).to_string(),
+    }
+}
+
+/// A value parser for a count of at least `min`.
+fn count_from(
+    min: usize,
+) -> impl Fn(&str) -> Result<usize, String> + Clone + Send + Sync + 'static {
+    move |input| match input.trim().parse::<usize>() {
+        Ok(count) if count >= min => Ok(count),
+        Ok(_) => Err(format!("must be at least {min}")),
+        Err(error) => Err(error.to_string()),
+    }
+}
+
+const SECOND: Duration = Duration::from_secs(1);
+const DAY: Duration = Duration::from_secs(24 * 3600);
+/// Shorter health checks would be mostly database round trips.
+const MIN_HEALTH_CHECK_INTERVAL: Duration = Duration::from_millis(100);
+/// A post is `PUBLISHING`, and cannot be edited, for the whole lead.
+const MAX_CLAIM_LEAD: Duration = Duration::from_secs(60);
+/// Instants are kept as microseconds since 1970 and compared with chrono;
+/// a century ahead keeps far inside both.
+const MAX_SCHEDULE_AHEAD: Duration = Duration::from_secs(36_525 * 24 * 3600);
+/// Suggestions are planned week by week.
+const MAX_SUGGEST_MIN_GAP: Duration = Duration::from_secs(7 * 24 * 3600);
+
 fn parse_platform_url(input: &str) -> Result<(String, String), String> {
     let (platform, url) = input
         .split_once('=')
@@ -68,15 +126,23 @@ fn parse_rate_limit(input: &str) -> Result<(String, RateLimit), String> {
     ))
 }
 
-/// `PLATFORM=RULES`; the rules are checked here and parsed again at start-up.
-fn parse_prior_override(input: &str) -> Result<(String, String), String> {
+/// `PLATFORM=RULES`, with the rules separated by `;`.
+fn parse_prior_override(input: &str) -> Result<(String, Prior), String> {
     let (platform, rules) = input
         .split_once('=')
         .ok_or_else(|| format!("{input:?}: expected PLATFORM=RULES"))?;
-    let rules = rules.replace(';', ",");
-    crate::domain::suggest::parse_prior(&rules)?;
-    Ok((platform.trim().to_ascii_lowercase(), rules))
+    let prior = crate::domain::suggest::parse_prior(&rules.replace(';', ","))?;
+    Ok((platform.trim().to_ascii_lowercase(), prior))
 }
+
+/// The planner counts in chrono's durations.
+fn parse_suggest_min_gap(input: &str) -> Result<chrono::Duration, String> {
+    let gap = duration_between(Duration::ZERO, MAX_SUGGEST_MIN_GAP)(input)?;
+    chrono::Duration::from_std(gap).map_err(|error| error.to_string())
+}
+
+/// A platform's weight of each hour of the week, as `--suggest-prior` sets it.
+pub type Prior = [f64; crate::domain::suggest::HOURS_PER_WEEK];
 
 #[derive(Debug, Clone, Args)]
 pub struct ServeConfig {
@@ -94,7 +160,7 @@ pub struct ServeConfig {
     pub database_url: String,
 
     /// Database connections held open (on PostgreSQL, all opened at start-up).
-    #[arg(long, env = "PUNCTUAL_DATABASE_MAX_CONNECTIONS", default_value_t = 8)]
+    #[arg(long, env = "PUNCTUAL_DATABASE_MAX_CONNECTIONS", default_value_t = 8, value_parser = count_from(1))]
     pub database_max_connections: usize,
 
     /// Where posts are POSTed when they are due.
@@ -137,12 +203,13 @@ pub struct ServeConfig {
     pub retry_max_delay: Duration,
 
     /// Publish attempts running at once.
-    #[arg(long, env = "PUNCTUAL_MAX_CONCURRENT_PUBLISHES", default_value_t = 64)]
+    #[arg(long, env = "PUNCTUAL_MAX_CONCURRENT_PUBLISHES", default_value_t = 64, value_parser = count_from(1))]
     pub max_concurrent_publishes: usize,
 
     /// Posts are claimed in the database this long before their instant and
-    /// published exactly at it; meanwhile they can no longer be edited.
-    #[arg(long, env = "PUNCTUAL_CLAIM_LEAD", default_value = "100ms", value_parser = parse_duration)]
+    /// published exactly at it; meanwhile they can no longer be edited. At
+    /// most 1m.
+    #[arg(long, env = "PUNCTUAL_CLAIM_LEAD", default_value = "100ms", value_parser = duration_between(Duration::ZERO, MAX_CLAIM_LEAD))]
     pub claim_lead: Duration,
 
     /// A post found due longer ago than this (e.g. after downtime) is
@@ -151,16 +218,17 @@ pub struct ServeConfig {
     pub missed_fire_window: Duration,
 
     /// Timers are held in memory for posts due within this horizon; later
-    /// posts are read in as the horizon moves (at most 700 days).
-    #[arg(long, env = "PUNCTUAL_LOOKAHEAD_HORIZON", default_value = "1h", value_parser = parse_duration)]
+    /// posts are read in as the horizon moves. From 1s to 700 days.
+    #[arg(long, env = "PUNCTUAL_LOOKAHEAD_HORIZON", default_value = "1h", value_parser = duration_between(SECOND, crate::engine::MAX_HORIZON))]
     pub lookahead_horizon: Duration,
 
-    /// How far in the past a requested instant may be (it then fires at once).
-    #[arg(long, env = "PUNCTUAL_PAST_GRACE", default_value = "5s", value_parser = parse_duration)]
+    /// How far in the past a requested instant may be (it then fires at
+    /// once). At most 1 day.
+    #[arg(long, env = "PUNCTUAL_PAST_GRACE", default_value = "5s", value_parser = duration_between(Duration::ZERO, DAY))]
     pub past_grace: Duration,
 
-    /// How far ahead a post may be scheduled.
-    #[arg(long, env = "PUNCTUAL_MAX_SCHEDULE_AHEAD", default_value = "3660days", value_parser = parse_duration)]
+    /// How far ahead a post may be scheduled. From 1 day to 36525 days.
+    #[arg(long, env = "PUNCTUAL_MAX_SCHEDULE_AHEAD", default_value = "3660days", value_parser = duration_between(DAY, MAX_SCHEDULE_AHEAD))]
     pub max_schedule_ahead: Duration,
 
     /// Largest payload accepted, in bytes of JSON.
@@ -187,11 +255,12 @@ pub struct ServeConfig {
     /// `PLATFORM=RULES` with rules like `*@00-24=0.1;mon-fri@09-12=0.9`
     /// (later rules win; separate rules with `;` here); repeat the flag.
     #[arg(long = "suggest-prior", env = "PUNCTUAL_SUGGEST_PRIORS", value_delimiter = ' ', value_parser = parse_prior_override)]
-    pub suggest_priors: Vec<(String, String)>,
+    pub suggest_priors: Vec<(String, Prior)>,
 
     /// Least time between two suggested or scheduled posts of one platform.
-    #[arg(long, env = "PUNCTUAL_SUGGEST_MIN_GAP", default_value = "2h", value_parser = parse_duration)]
-    pub suggest_min_gap: Duration,
+    /// At most 7 days.
+    #[arg(long, env = "PUNCTUAL_SUGGEST_MIN_GAP", default_value = "2h", value_parser = parse_suggest_min_gap)]
+    pub suggest_min_gap: chrono::Duration,
 
     /// How long shutdown waits for publish attempts in flight.
     #[arg(long, env = "PUNCTUAL_SHUTDOWN_GRACE", default_value = "10s", value_parser = parse_duration)]
@@ -205,12 +274,12 @@ pub struct ServeConfig {
     /// How long a replica's partition leases last unless renewed
     /// (PostgreSQL): the partitions of a replica that dies are taken over
     /// within this plus a third of it. At least 1s.
-    #[arg(long, env = "PUNCTUAL_LEASE_DURATION", default_value = "6s", value_parser = parse_duration)]
+    #[arg(long, env = "PUNCTUAL_LEASE_DURATION", default_value = "6s", value_parser = duration_between(SECOND, Duration::MAX))]
     pub lease_duration: Duration,
 
     /// Time between health checks (database reachable, engine serving due
-    /// posts) behind `grpc.health.v1`.
-    #[arg(long, env = "PUNCTUAL_HEALTH_CHECK_INTERVAL", default_value = "5s", value_parser = parse_duration)]
+    /// posts) behind `grpc.health.v1`. At least 100ms.
+    #[arg(long, env = "PUNCTUAL_HEALTH_CHECK_INTERVAL", default_value = "5s", value_parser = duration_between(MIN_HEALTH_CHECK_INTERVAL, Duration::MAX))]
     pub health_check_interval: Duration,
 
     /// Health reports NOT_SERVING when posts are overdue by this much and
@@ -245,35 +314,27 @@ pub struct ServeConfig {
     /// Most `punctual.v1.Scheduler` calls handled at once; a call beyond it
     /// is refused at once with RESOURCE_EXHAUSTED rather than queued.
     /// `WatchEvents` streams count only while they start.
-    #[arg(long, env = "PUNCTUAL_MAX_CONCURRENT_REQUESTS", default_value_t = 512, value_parser = clap::value_parser!(u32).range(1..))]
-    pub max_concurrent_requests: u32,
+    #[arg(long, env = "PUNCTUAL_MAX_CONCURRENT_REQUESTS", default_value_t = 512, value_parser = count_from(1))]
+    pub max_concurrent_requests: usize,
 
     /// Most `WatchEvents` streams open at once; one more is refused with
     /// RESOURCE_EXHAUSTED.
-    #[arg(long, env = "PUNCTUAL_MAX_WATCHERS", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
-    pub max_watchers: u32,
+    #[arg(long, env = "PUNCTUAL_MAX_WATCHERS", default_value_t = 1024, value_parser = count_from(1))]
+    pub max_watchers: usize,
 
     /// Largest request message accepted, in bytes; a larger one is refused
     /// with OUT_OF_RANGE before it is read into memory.
-    #[arg(long, env = "PUNCTUAL_MAX_REQUEST_BYTES", default_value_t = 4 * 1024 * 1024, value_parser = clap::value_parser!(u32).range(1024..))]
-    pub max_request_bytes: u32,
+    #[arg(long, env = "PUNCTUAL_MAX_REQUEST_BYTES", default_value_t = 4 * 1024 * 1024, value_parser = count_from(1024))]
+    pub max_request_bytes: usize,
 }
 
 impl ServeConfig {
-    /// The suggestion settings, with operator priors parsed.
-    pub fn suggest_config(&self) -> Result<SuggestConfig, String> {
-        let mut priors = HashMap::new();
-        for (platform, rules) in &self.suggest_priors {
-            priors.insert(
-                platform.clone(),
-                crate::domain::suggest::parse_prior(rules)?,
-            );
+    /// The suggestion settings.
+    pub fn suggest_config(&self) -> SuggestConfig {
+        SuggestConfig {
+            priors: self.suggest_priors.iter().cloned().collect(),
+            min_gap: self.suggest_min_gap,
         }
-        Ok(SuggestConfig {
-            priors,
-            min_gap: chrono::Duration::from_std(self.suggest_min_gap)
-                .map_err(|error| error.to_string())?,
-        })
     }
 
     pub fn rate_limits(&self) -> HashMap<String, RateLimit> {
@@ -284,18 +345,154 @@ impl ServeConfig {
         self.platform_publisher_urls.iter().cloned().collect()
     }
 
-    /// The configuration with every default, for embedding and tests.
-    pub fn with_defaults() -> Self {
-        #[derive(Parser)]
-        struct Defaults {
-            #[command(flatten)]
-            config: ServeConfig,
+    /// Parses `serve`'s flags from `args` (the program name first) without
+    /// reading any `PUNCTUAL_*` variable: for embedding and tests, which
+    /// must not depend on what the developer exported.
+    pub fn try_parse_ignoring_env<I, T>(args: I) -> Result<Self, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        use clap::FromArgMatches as _;
+        let command =
+            Self::augment_args(clap::Command::new("punctual")).mut_args(|arg| arg.env(None));
+        Self::from_arg_matches(&command.try_get_matches_from(args)?)
+    }
+}
+
+/// Every default of `punctual serve`, without reading the environment.
+impl Default for ServeConfig {
+    fn default() -> Self {
+        Self::try_parse_ignoring_env(["punctual"]).expect("the defaults of `punctual serve` parse")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::ArgAction;
+
+    use super::*;
+
+    /// The message of refusing `value` for `--flag`.
+    fn refusal(flag: &str, value: &str) -> String {
+        match ServeConfig::try_parse_ignoring_env(["punctual", flag, value]) {
+            Ok(_) => panic!("{flag} {value} was accepted"),
+            Err(error) => error.to_string(),
         }
-        // Only the program name is parsed; the environment still applies, as
-        // it does for the binary.
-        match Defaults::try_parse_from(["punctual"]) {
-            Ok(defaults) => defaults.config,
-            Err(error) => error.exit(),
+    }
+
+    #[test]
+    fn out_of_range_settings_are_refused_naming_the_flag() {
+        for (flag, value, reason) in [
+            ("--lookahead-horizon", "500ms", "at least 1s"),
+            ("--lookahead-horizon", "701days", "at most 700days"),
+            ("--lease-duration", "999ms", "at least 1s"),
+            ("--health-check-interval", "50ms", "at least 100ms"),
+            ("--claim-lead", "2m", "at most 1m"),
+            ("--past-grace", "2days", "at most 1day"),
+            ("--max-schedule-ahead", "1h", "at least 1day"),
+            ("--max-schedule-ahead", "40000days", "at most 36525days"),
+            ("--suggest-min-gap", "8days", "at most 7days"),
+            ("--database-max-connections", "0", "at least 1"),
+            ("--max-concurrent-publishes", "0", "at least 1"),
+            ("--max-concurrent-requests", "0", "at least 1"),
+            ("--max-watchers", "0", "at least 1"),
+            ("--max-request-bytes", "1023", "at least 1024"),
+            ("--max-attempts", "0", "not in 1..=100"),
+        ] {
+            let message = refusal(flag, value);
+            assert!(
+                message.contains(flag) && message.contains(reason),
+                "{flag} {value}: {message}"
+            );
+        }
+    }
+
+    #[test]
+    fn bounds_include_their_ends() {
+        let config = ServeConfig::try_parse_ignoring_env([
+            "punctual",
+            "--lookahead-horizon=1s",
+            "--lease-duration=1s",
+            "--health-check-interval=100ms",
+            "--claim-lead=1m",
+            "--max-schedule-ahead=36525days",
+        ])
+        .expect("bounds are inclusive");
+        assert_eq!(config.lookahead_horizon, SECOND);
+        assert_eq!(
+            ServeConfig::try_parse_ignoring_env(["punctual", "--lookahead-horizon=700days"])
+                .expect("the longest horizon")
+                .lookahead_horizon,
+            crate::engine::MAX_HORIZON
+        );
+    }
+
+    #[test]
+    fn the_defaults_ignore_the_environment() {
+        // Any PUNCTUAL_* variable of the developer's would only be read by
+        // the flags' `env` fallbacks, which `default` leaves out.
+        let config = ServeConfig::default();
+        assert_eq!(config.listen_addr, "127.0.0.1:50051".parse().unwrap());
+        assert_eq!(config.database_url, "sqlite://punctual.db");
+        assert_eq!(config.lookahead_horizon, Duration::from_secs(3600));
+        assert_eq!(config.suggest_min_gap, chrono::Duration::hours(2));
+        assert!(config.suggest_priors.is_empty());
+    }
+
+    /// docs/operations.md's configuration table has one row per flag of
+    /// `punctual serve`, in the form `` | `--flag` | `VARIABLE` | default | … ``,
+    /// the default in backticks exactly as clap has it, `off` for a switch,
+    /// and words (not backticks) when clap has none.
+    #[test]
+    fn the_configuration_table_matches_the_flags() {
+        let operations = include_str!("../docs/operations.md");
+        let rows: HashMap<&str, Vec<&str>> = operations
+            .lines()
+            .filter(|line| line.starts_with("| `--"))
+            .map(|line| {
+                let cells: Vec<&str> = line.split(" | ").map(str::trim).collect();
+                let flag = cells[0].trim_start_matches("| ").trim_matches('`');
+                (flag, cells)
+            })
+            .collect();
+        let command = ServeConfig::augment_args(clap::Command::new("serve"));
+        let mut flags = Vec::new();
+        for arg in command.get_arguments() {
+            let Some(long) = arg.get_long() else { continue };
+            let flag = format!("--{long}");
+            let row = rows
+                .get(flag.as_str())
+                .unwrap_or_else(|| panic!("docs/operations.md has no row for {flag}"));
+            let env = arg.get_env().expect("every flag has a variable");
+            assert_eq!(
+                row[1],
+                format!("`{}`", env.to_string_lossy()),
+                "the variable of {flag}"
+            );
+            let defaults: Vec<String> = arg
+                .get_default_values()
+                .iter()
+                .map(|value| value.to_string_lossy().into_owned())
+                .collect();
+            if matches!(arg.get_action(), ArgAction::SetTrue) {
+                assert_eq!(row[2], "off", "the default of {flag}");
+            } else if defaults.is_empty() {
+                assert!(!row[2].starts_with('`'), "{flag} has no default: {row:?}");
+            } else {
+                assert_eq!(
+                    row[2],
+                    format!("`{}`", defaults.join(",")),
+                    "the default of {flag}"
+                );
+            }
+            flags.push(flag);
+        }
+        for flag in rows.keys() {
+            assert!(
+                flags.iter().any(|known| known == flag),
+                "docs/operations.md documents {flag}, which `punctual serve` does not have"
+            );
         }
     }
 }

@@ -58,15 +58,16 @@ const RETURN_MEMORY_AFTER_LOADING: usize = 10_000;
 
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
-    /// Timers are held only for posts due within this much of now.
+    /// Timers are held only for posts due within this much of now. From 1 s
+    /// to [`MAX_HORIZON`], as `--lookahead-horizon` is bounded.
     pub horizon: Duration,
     /// A post found more than this late (e.g. after downtime) is
     /// dead-lettered as missed instead of published.
     pub missed_fire_window: Duration,
-    /// At most this many publish attempts run at once.
+    /// At most this many publish attempts run at once; at least 1.
     pub max_concurrent_publishes: usize,
-    /// Outcome writes running at once; keep it below the connection pool's
-    /// size so that API calls always find a connection.
+    /// Outcome writes running at once, at least 1; keep it below the
+    /// connection pool's size so that API calls always find a connection.
     pub max_concurrent_outcome_writes: usize,
     /// Posts are claimed this long before their instant, so the database
     /// round trip is done when the instant comes; during it a post can no
@@ -268,7 +269,7 @@ pub struct EngineParts {
 }
 
 impl Engine {
-    pub fn new(parts: EngineParts, mut config: EngineConfig) -> Self {
+    pub fn new(parts: EngineParts, config: EngineConfig) -> Self {
         let EngineParts {
             storage,
             publisher,
@@ -278,7 +279,6 @@ impl Engine {
             ownership,
             metrics,
         } = parts;
-        config.horizon = config.horizon.clamp(Duration::from_secs(1), MAX_HORIZON);
         let (sender, commands) = mpsc::unbounded_channel();
         let handle = EngineHandle {
             commands: sender,
@@ -288,12 +288,11 @@ impl Engine {
         let horizon_end = clock.now();
         let (ready, ready_receiver) = mpsc::unbounded_channel();
         let (outcomes, outcome_receiver) = mpsc::unbounded_channel();
-        let permits = Semaphore::new(config.max_concurrent_publishes.max(1));
-        let outcome_writes = Arc::new(Semaphore::new(config.max_concurrent_outcome_writes.max(1)));
+        let permits = Semaphore::new(config.max_concurrent_publishes);
+        let outcome_writes = Arc::new(Semaphore::new(config.max_concurrent_outcome_writes));
         let claim_slots = Arc::new(Semaphore::new(
             config
                 .max_concurrent_publishes
-                .max(1)
                 .saturating_mul(16)
                 .max(MIN_CLAIM_SLOTS),
         ));
