@@ -16,6 +16,7 @@
 //! Configuration comes from the standard `OTEL_*` environment variables (see
 //! [`TelemetryConfig::from_env`]), read here and by the OpenTelemetry SDK.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -24,9 +25,8 @@ use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
 
 use opentelemetry::metrics::{Counter, Histogram, Meter};
-use opentelemetry::trace::{
-    SpanContext, SpanId, TraceContextExt as _, TraceFlags, TraceId, TraceState, TracerProvider as _,
-};
+use opentelemetry::propagation::TextMapPropagator as _;
+use opentelemetry::trace::{SpanContext, TraceContextExt as _, TracerProvider as _};
 use opentelemetry::{Context, KeyValue};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::metrics::SdkMeterProvider;
@@ -301,59 +301,42 @@ fn resource() -> Resource {
 // ---------------------------------------------------------------------------
 // W3C trace context
 
-/// The `traceparent` value of a span context:
-/// `00-{trace id}-{parent id}-{flags}`, lower-case hex. `None` for an
-/// invalid (all-zero) context.
+/// The `traceparent` value of a span context, as the installed
+/// [`TraceContextPropagator`] writes it: `00-{trace id}-{parent id}-{flags}`,
+/// lower-case hex, with only the sampled flag. `None` for an invalid
+/// (all-zero) context.
 pub fn format_traceparent(context: &SpanContext) -> Option<String> {
-    context.is_valid().then(|| {
-        format!(
-            "00-{}-{}-{:02x}",
-            context.trace_id(),
-            context.span_id(),
-            context.trace_flags().to_u8()
-        )
-    })
+    let mut headers = HashMap::new();
+    TraceContextPropagator::new().inject_context(
+        &Context::new().with_remote_span_context(context.clone()),
+        &mut headers,
+    );
+    headers.remove(TRACEPARENT_HEADER)
 }
 
-/// Parses a `traceparent` value as the W3C Trace Context recommendation
-/// says: `None` if it is malformed (lengths, lower-case hex, the forbidden
-/// version `ff`) or names the all-zero trace or parent. A later version's
-/// trailing fields are ignored. The context is remote, and carries no
-/// `tracestate`.
+/// Parses a `traceparent` value with the [`TraceContextPropagator`]: `None`
+/// if it is malformed (the forbidden version `ff`, a trailing field in
+/// version `00`, upper-case or non-hex digits) or names the all-zero trace
+/// or parent. A later version's trailing fields are ignored, and only the
+/// sampled flag is kept. The context is remote, and carries no `tracestate`.
 pub fn parse_traceparent(value: &str) -> Option<SpanContext> {
-    const VERSION_00_LEN: usize = 55;
     let value = value.trim();
-    let fixed = value.get(..VERSION_00_LEN)?;
-    let mut fields = fixed.split('-');
-    let (version, trace_id, span_id, flags) = (
-        fields.next()?,
-        fields.next()?,
-        fields.next()?,
-        fields.next()?,
-    );
-    let well_formed = [(version, 2), (trace_id, 32), (span_id, 16), (flags, 2)]
-        .iter()
-        .all(|(field, len)| field.len() == *len && field.bytes().all(is_lower_hex));
-    if !well_formed || version == "ff" {
+    // The propagator reads each field as a number without checking its
+    // length, so it would take a 31-digit trace id or a `+` sign; the W3C
+    // recommendation refuses both.
+    let mut fields = value.split('-');
+    let well_formed = [2, 32, 16, 2].iter().all(|len| {
+        fields.next().is_some_and(|field| {
+            field.len() == *len && field.bytes().all(|byte| byte.is_ascii_hexdigit())
+        })
+    });
+    if !well_formed {
         return None;
     }
-    let rest = &value[VERSION_00_LEN..];
-    if (version == "00" && !rest.is_empty()) || (!rest.is_empty() && !rest.starts_with('-')) {
-        return None;
-    }
-    let context = SpanContext::new(
-        TraceId::from_hex(trace_id).ok()?,
-        SpanId::from_hex(span_id).ok()?,
-        // Only the sampled bit is defined; the others are not passed on.
-        TraceFlags::new(u8::from_str_radix(flags, 16).ok()?) & TraceFlags::SAMPLED,
-        true,
-        TraceState::default(),
-    );
-    context.is_valid().then_some(context)
-}
-
-fn is_lower_hex(byte: u8) -> bool {
-    byte.is_ascii_digit() || (b'a'..=b'f').contains(&byte)
+    let headers = HashMap::from([(TRACEPARENT_HEADER.to_owned(), value.to_owned())]);
+    let context = TraceContextPropagator::new().extract(&headers);
+    let span_context = context.span().span_context().clone();
+    span_context.is_valid().then_some(span_context)
 }
 
 /// The `traceparent` of the current span: what a post created now stores,
@@ -659,6 +642,7 @@ fn status_attribute(status: PostStatus) -> KeyValue {
 mod tests {
     use std::collections::HashMap;
 
+    use opentelemetry::trace::{SpanId, TraceFlags, TraceId, TraceState};
     use opentelemetry_sdk::trace::{InMemorySpanExporter, SpanData};
 
     use super::*;
