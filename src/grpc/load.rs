@@ -9,6 +9,20 @@
 //! call that is the whole call, for `WatchEvents` only its start, so open
 //! streams never starve unary calls (they have their own cap, see
 //! `SchedulerApi`).
+//!
+//! Tower's `ConcurrencyLimit` under `LoadShed` cannot give these guarantees
+//! here, so the layer is written by hand. Applied with `Server::layer`, they
+//! would see every service's calls, and tower has no enabled layer that
+//! chooses by path, so health checks and reflection would be shed too.
+//! Applied to the Scheduler service alone (with `LayerExt::named_layer`),
+//! they no longer fit `Server::add_service`, which takes only services whose
+//! error is `Infallible`: `LoadShed` reports a shed call as a `BoxError`,
+//! from `call` and from `poll_ready`, and no tower combinator turns that
+//! into an answer with an `Infallible` error (`map_result` needs the new
+//! error to be `From` the old one). Turning `Overloaded` into the
+//! `RESOURCE_EXHAUSTED` answer with its `ErrorInfo` and `RetryInfo` would
+//! take a hand-written service either way; this one does the whole job with
+//! one semaphore shared by every connection.
 
 use std::future::Future;
 use std::pin::Pin;
