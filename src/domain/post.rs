@@ -339,18 +339,6 @@ impl Post {
     }
 }
 
-/// A post about to be inserted: everything the caller decided, validated.
-#[derive(Debug, Clone, PartialEq)]
-pub struct NewPost {
-    pub business_id: ExternalId,
-    pub content_id: ExternalId,
-    pub platform: Platform,
-    pub payload: serde_json::Value,
-    pub scheduled_for: DateTime<Utc>,
-    pub time_zone: TimeZone,
-    pub request_id: Option<ExternalId>,
-}
-
 /// Truncates an instant to whole microseconds, the precision both
 /// databases keep, so that what is compared in memory equals what is stored.
 pub fn truncate_to_micros(instant: DateTime<Utc>) -> DateTime<Utc> {

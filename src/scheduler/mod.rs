@@ -940,7 +940,11 @@ pub(crate) fn non_empty(input: &str) -> Option<String> {
     (!trimmed.is_empty()).then(|| trimmed.to_owned())
 }
 
-pub(crate) fn parse_recurrence(request: &BulkRequest) -> Result<Recurrence, SchedulerError> {
+/// The recurrence of a bulk request, or `None` for DISTRIBUTE_ACROSS_WEEK,
+/// which spreads its posts over the posting slots instead.
+pub(crate) fn parse_recurrence(
+    request: &BulkRequest,
+) -> Result<Option<Recurrence>, SchedulerError> {
     let pattern = match request.pattern {
         None => {
             return Err(required(
@@ -960,12 +964,7 @@ pub(crate) fn parse_recurrence(request: &BulkRequest) -> Result<Recurrence, Sche
             })?;
             Pattern::EveryNHours(hours)
         }
-        Some(PatternKind::DistributeAcrossWeek) => {
-            return Err(invalid(
-                "recurrence.pattern",
-                "DISTRIBUTE_ACROSS_WEEK: TODO",
-            ));
-        }
+        Some(PatternKind::DistributeAcrossWeek) => return Ok(None),
     };
     let start_date = parse_local_date(&request.start_date)
         .map_err(|error| error.for_field("recurrence.start_date"))?;
@@ -974,6 +973,7 @@ pub(crate) fn parse_recurrence(request: &BulkRequest) -> Result<Recurrence, Sche
     let zone = TimeZone::parse(&request.time_zone)
         .map_err(|error| error.for_field("recurrence.time_zone"))?;
     Recurrence::new(pattern, start_date, time_of_day, zone, request.dst_policy)
+        .map(Some)
         .map_err(recurrence_error)
 }
 
@@ -1001,11 +1001,6 @@ pub(crate) fn recurrence_error(error: RecurrenceError) -> SchedulerError {
             .with_reason(ErrorReason::InvalidRecurrence)
             .into(),
     }
-}
-
-/// The post's instant as wall-clock time in its zone.
-pub fn local_time_of(post: &Post) -> String {
-    format_local(post.scheduled_for, post.time_zone)
 }
 
 /// A short digest of the filters, carried in page tokens so that a token is

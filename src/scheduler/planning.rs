@@ -7,8 +7,8 @@ use std::collections::{BTreeSet, HashMap};
 use chrono::{DateTime, NaiveDateTime, NaiveTime, Utc};
 
 use super::{
-    BulkRequest, PatternKind, SchedulerError, SchedulerService, invalid, parse_recurrence,
-    parse_zone, recurrence_error,
+    BulkRequest, SchedulerError, SchedulerService, invalid, parse_recurrence, parse_zone,
+    recurrence_error,
 };
 use crate::domain::calendar::day_start;
 use crate::domain::slots::{
@@ -236,8 +236,7 @@ impl SchedulerService {
         count: usize,
         now: DateTime<Utc>,
     ) -> Result<(TimeZone, Vec<(DateTime<Utc>, Option<NaiveDateTime>)>), SchedulerError> {
-        if request.pattern != Some(PatternKind::DistributeAcrossWeek) {
-            let recurrence = parse_recurrence(request)?;
+        if let Some(recurrence) = parse_recurrence(request)? {
             let zone = recurrence.zone();
             let occurrences = recurrence.occurrences(count).map_err(recurrence_error)?;
             let planned = occurrences
