@@ -26,7 +26,7 @@ use crate::health::{Watchdog, WatchdogConfig};
 use crate::publisher::{HttpPublisher, HttpPublisherConfig, Publisher, RetryPolicy};
 use crate::scheduler::{Limits, SchedulerService};
 use crate::stats::QueueStatsTracker;
-use crate::storage::{DatabaseLocation, Storage, StorageOptions};
+use crate::storage::{Storage, StorageOptions};
 use crate::telemetry::{Metrics, RpcTraceLayer};
 
 /// Events buffered per watcher before it is told it fell behind.
@@ -66,28 +66,29 @@ impl Application {
             config.listen_addr,
             config.allow_unauthenticated,
         )?;
-        // PostgreSQL may be shared by several replicas: each fires only the
-        // partitions it leases. A SQLite file has one process, owning all.
-        let shared = matches!(
-            DatabaseLocation::parse(&config.database_url),
-            Ok(DatabaseLocation::Postgres(_))
-        );
-        let cluster = shared.then(|| ClusterConfig {
-            replica_id: config
-                .replica_id
-                .clone()
-                .filter(|id| !id.trim().is_empty())
-                .unwrap_or_else(crate::cluster::default_replica_id),
-            lease_duration: config.lease_duration,
-        });
+        let replica_id = config
+            .replica_id
+            .clone()
+            .filter(|id| !id.trim().is_empty())
+            .unwrap_or_else(crate::cluster::default_replica_id);
         let storage_options = StorageOptions {
             max_connections: config.database_max_connections,
-            replica_id: cluster.as_ref().map(|cluster| cluster.replica_id.clone()),
+            replica_id: Some(replica_id.clone()),
             ..StorageOptions::default()
         };
         let storage = Storage::connect(&config.database_url, &storage_options)
             .await
             .context("could not open the database")?;
+        // A shared database (PostgreSQL) may have several replicas: each
+        // fires only the partitions it leases. A SQLite file has one
+        // process, owning all.
+        let cluster = storage.shared().cloned().map(|shared| {
+            let cluster = ClusterConfig {
+                replica_id,
+                lease_duration: config.lease_duration,
+            };
+            (shared, cluster)
+        });
         let ownership = Arc::new(match &cluster {
             Some(_) => Ownership::leased(),
             None => Ownership::exclusive(),
@@ -176,9 +177,10 @@ impl Application {
                 rate_limits: config.rate_limits(),
             },
         );
-        let coordinator = cluster.map(|cluster| {
+        let coordinator = cluster.map(|(shared, cluster)| {
             Coordinator::new(
                 storage.clone(),
+                shared,
                 engine.handle(),
                 Arc::clone(&ownership),
                 cluster,

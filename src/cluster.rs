@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use crate::domain::{PARTITION_COUNT, PostId};
 use crate::engine::{EngineHandle, Ownership};
 use crate::events::{EventBus, EventKind, RelayedEvent};
-use crate::storage::{MemberCount, Notice, Storage};
+use crate::storage::{MemberCount, Notice, SharedDatabase, Storage};
 use crate::telemetry::Metrics;
 
 #[derive(Debug, Clone)]
@@ -57,7 +57,10 @@ pub fn default_replica_id() -> String {
 /// Runs until stopped; then releases every lease at once, so that the other
 /// replicas take over without waiting for them to lapse.
 pub struct Coordinator {
+    /// Reads posts, and recovers the attempts of partitions taken over.
     storage: Storage,
+    /// Leases, membership and notifications.
+    shared: SharedDatabase,
     engine: EngineHandle,
     ownership: Arc<Ownership>,
     config: ClusterConfig,
@@ -92,8 +95,11 @@ const RELAYED_BACKLOG: usize = 4_096;
 const RELAY_BATCH: usize = 512;
 
 impl Coordinator {
+    // Each is a separate part of the wiring, as in `app.rs`.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         storage: Storage,
+        shared: SharedDatabase,
         engine: EngineHandle,
         ownership: Arc<Ownership>,
         config: ClusterConfig,
@@ -103,6 +109,7 @@ impl Coordinator {
     ) -> Self {
         Self {
             storage,
+            shared,
             engine,
             ownership,
             config,
@@ -124,7 +131,7 @@ impl Coordinator {
         let (relayed, relayed_backlog) = mpsc::channel(RELAYED_BACKLOG);
         let listener = tokio::spawn(listen(
             Listening {
-                storage: self.storage.clone(),
+                shared: self.shared.clone(),
                 engine: self.engine.clone(),
                 wake: Arc::clone(&self.wake),
                 replica_id: self.config.replica_id.clone(),
@@ -139,7 +146,7 @@ impl Coordinator {
         ));
         let announcing = self.relay.take().map(|relay| {
             tokio::spawn(announce_events(
-                self.storage.clone(),
+                self.shared.clone(),
                 self.config.replica_id.clone(),
                 relay,
                 Arc::clone(&self.alone),
@@ -150,7 +157,7 @@ impl Coordinator {
         self.rebalance().await;
         self.metrics
             .set_partitions_owned(self.held.len() - self.draining.len());
-        if let Err(error) = self.storage.notify_cluster("joined").await {
+        if let Err(error) = self.shared.notify_cluster("joined").await {
             tracing::warn!(%error, "could not announce this replica");
         }
         loop {
@@ -190,14 +197,14 @@ impl Coordinator {
         // The heartbeat goes first, so it lapses before the leases do: by the
         // time a dead replica's leases are free, it no longer counts as live
         // and its partitions are shared among the others at once.
-        if let Err(error) = self.storage.heartbeat(&replica, lease).await {
+        if let Err(error) = self.shared.heartbeat(&replica, lease).await {
             if !self.unreachable {
                 tracing::warn!(%error, "heartbeat failed; leases are trusted until their margin");
             }
             self.unreachable = true;
             return;
         }
-        let renewed = match self.storage.renew_leases(&replica, lease).await {
+        let renewed = match self.shared.renew_leases(&replica, lease).await {
             Ok(renewed) => renewed,
             Err(error) => {
                 if !self.unreachable {
@@ -242,7 +249,7 @@ impl Coordinator {
         self.recover().await;
         self.finish_hand_overs().await;
 
-        let view = match self.storage.cluster_view().await {
+        let view = match self.shared.cluster_view().await {
             Ok(view) => view,
             Err(error) => {
                 tracing::warn!(%error, "could not read the cluster");
@@ -295,7 +302,7 @@ impl Coordinator {
             return;
         }
         match self
-            .storage
+            .shared
             .release_leases(&self.config.replica_id, &ready)
             .await
         {
@@ -306,7 +313,7 @@ impl Coordinator {
                     self.held.remove(partition);
                 }
                 tracing::info!(partitions = ?ready, "partitions handed over");
-                if let Err(error) = self.storage.notify_cluster("released").await {
+                if let Err(error) = self.shared.notify_cluster("released").await {
                     tracing::warn!(%error, "could not announce released partitions");
                 }
             }
@@ -323,7 +330,7 @@ impl Coordinator {
         }
         let sent_at = Instant::now();
         let acquired = match self
-            .storage
+            .shared
             .acquire_leases(&self.config.replica_id, count, self.config.lease_duration)
             .await
         {
@@ -379,7 +386,7 @@ impl Coordinator {
         for partition in self.held.keys() {
             self.ownership.drain(*partition);
         }
-        match self.storage.leave_cluster(&self.config.replica_id).await {
+        match self.shared.leave_cluster(&self.config.replica_id).await {
             Ok(()) => {
                 for partition in self.held.keys() {
                     self.ownership.revoke(*partition);
@@ -388,7 +395,7 @@ impl Coordinator {
                     partitions = self.held.len(),
                     "left the cluster; partitions released"
                 );
-                if let Err(error) = self.storage.notify_cluster("left").await {
+                if let Err(error) = self.shared.notify_cluster("left").await {
                     tracing::warn!(%error, "could not announce leaving");
                 }
             }
@@ -439,7 +446,7 @@ fn fair_share_change(view: &MemberCount, me: &str, mine: usize) -> ShareChange {
 
 /// What the listener hands notifications to.
 struct Listening {
-    storage: Storage,
+    shared: SharedDatabase,
     engine: EngineHandle,
     wake: Arc<Notify>,
     replica_id: String,
@@ -451,7 +458,7 @@ struct Listening {
 /// again, for whatever was announced while nobody listened.
 async fn listen(listening: Listening, stop: CancellationToken) {
     let Listening {
-        storage,
+        shared,
         engine,
         wake,
         replica_id,
@@ -463,7 +470,7 @@ async fn listen(listening: Listening, stop: CancellationToken) {
     loop {
         let connection = tokio::select! {
             _ = stop.cancelled() => return,
-            connection = storage.listen() => connection,
+            connection = shared.listen() => connection,
         };
         match connection {
             Ok(mut listener) => {
@@ -517,7 +524,7 @@ async fn listen(listening: Listening, stop: CancellationToken) {
 /// Announces this replica's events to the other replicas, a batch per
 /// statement. Best effort: an event that cannot be announced is dropped.
 async fn announce_events(
-    storage: Storage,
+    shared: SharedDatabase,
     replica_id: String,
     mut relay: mpsc::UnboundedReceiver<RelayedEvent>,
     alone: Arc<std::sync::atomic::AtomicBool>,
@@ -553,7 +560,7 @@ async fn announce_events(
                 )
             })
             .collect();
-        match storage.notify_events(&payloads).await {
+        match shared.notify_events(&payloads).await {
             Ok(()) => failing = false,
             Err(error) => {
                 if !failing {

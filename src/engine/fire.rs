@@ -513,11 +513,11 @@ async fn record_outcome(
     let mut result = match queued {
         Ok(()) => written.await.unwrap_or_else(|_| {
             Err(StorageError::Unavailable(
-                "the outcome writer stopped".to_owned(),
+                "the outcome writer stopped".into(),
             ))
         }),
         Err(_) => Err(StorageError::Unavailable(
-            "the outcome writer stopped".to_owned(),
+            "the outcome writer stopped".into(),
         )),
     };
     let mut pause = Duration::from_millis(100);

@@ -53,21 +53,21 @@ pub enum SchedulerError {
     /// The call could not be served now (`UNAVAILABLE`): retry it.
     #[error(transparent)]
     Unavailable(Refusal),
-    /// Something failed inside the server (`INTERNAL`); the detail is
-    /// logged, never sent.
+    /// Something failed inside the server (`INTERNAL`); the detail, its
+    /// source, is logged, never sent.
     #[error("internal error")]
-    Internal(String),
+    Internal(#[source] crate::storage::Cause),
 }
 
 impl From<StorageError> for SchedulerError {
     fn from(error: StorageError) -> Self {
         match error {
-            StorageError::Unavailable(message) => SchedulerError::Unavailable(Refusal::new(
+            StorageError::Unavailable(cause) => SchedulerError::Unavailable(Refusal::new(
                 ErrorReason::DatabaseUnavailable,
                 "database",
-                format!("the database is unavailable, try again: {message}"),
+                format!("the database is unavailable, try again: {cause}"),
             )),
-            other => SchedulerError::Internal(other.to_string()),
+            other => SchedulerError::Internal(Box::new(other)),
         }
     }
 }

@@ -143,9 +143,9 @@ impl SchedulerService {
             return Ok(None);
         };
         let corrupt = |reason: String| {
-            SchedulerError::Internal(format!(
-                "stored slots of {business_id}/{platform} are unreadable: {reason}"
-            ))
+            SchedulerError::Internal(
+                format!("stored slots of {business_id}/{platform} are unreadable: {reason}").into(),
+            )
         };
         let zone = TimeZone::parse(&record.time_zone).map_err(|e| corrupt(e.to_string()))?;
         let texts: Vec<String> =

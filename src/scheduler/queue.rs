@@ -362,10 +362,10 @@ impl SchedulerService {
         let business_id = non_empty(business_id);
         let now = self.clock.now();
         let mut snapshot = self.events().stats().snapshot(business_id.as_deref(), now);
-        if self.storage.is_shared() {
+        if let Some(shared) = self.storage.shared() {
             // Other replicas change posts too: the counts this process keeps
             // see only its own changes, so count in the database.
-            let counted = self.storage.count_by_status(business_id.as_deref()).await?;
+            let counted = shared.count_by_status(business_id.as_deref()).await?;
             for (status, count) in &mut snapshot.counts {
                 *count = counted
                     .iter()

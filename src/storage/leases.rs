@@ -10,7 +10,9 @@ use diesel::sql_types::{Array, BigInt, Integer, Nullable, Text};
 use diesel::{QueryableByName, sql_query};
 use diesel_async::RunQueryDsl;
 
-use super::{PG_NOW_US, Pool, Storage, StorageError};
+use super::StorageError;
+use super::shared::{PG_NOW_US, SharedDatabase};
+use super::sql::partition_numbers;
 
 /// A partition held by this replica, and the epoch of its lease.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,25 +69,11 @@ fn into_leases(rows: Vec<LeaseRow>) -> Vec<Lease> {
         .collect()
 }
 
-impl Storage {
-    fn postgres(
-        &self,
-    ) -> Result<
-        &diesel_async::pooled_connection::deadpool::Pool<diesel_async::AsyncPgConnection>,
-        StorageError,
-    > {
-        match &self.pool {
-            Pool::Postgres(pool) => Ok(pool),
-            Pool::Sqlite(_) => Err(StorageError::Unavailable(
-                "partition leases need PostgreSQL".to_owned(),
-            )),
-        }
-    }
-
+impl SharedDatabase {
     /// Records that `replica` is alive for `ttl`, and forgets replicas that
     /// have been silent for a minute.
     pub async fn heartbeat(&self, replica: &str, ttl: Duration) -> Result<(), StorageError> {
-        let mut conn = self.postgres()?.get().await?;
+        let mut conn = self.connections.get().await?;
         sql_query(format!(
             "INSERT INTO cluster_members (replica_id, expires_at_us) VALUES ($1, {PG_NOW_US} + $2) \
              ON CONFLICT (replica_id) DO UPDATE SET expires_at_us = EXCLUDED.expires_at_us"
@@ -104,7 +92,7 @@ impl Storage {
 
     /// The live replicas and the unexpired leases of each.
     pub async fn cluster_view(&self) -> Result<MemberCount, StorageError> {
-        let mut conn = self.postgres()?.get().await?;
+        let mut conn = self.connections.get().await?;
         let members: Vec<MemberRow> = sql_query(format!(
             "SELECT replica_id FROM cluster_members WHERE expires_at_us > {PG_NOW_US} \
              ORDER BY replica_id"
@@ -140,7 +128,7 @@ impl Storage {
         replica: &str,
         ttl: Duration,
     ) -> Result<Vec<Lease>, StorageError> {
-        let mut conn = self.postgres()?.get().await?;
+        let mut conn = self.connections.get().await?;
         let rows: Vec<LeaseRow> = sql_query(format!(
             "UPDATE partition_leases SET expires_at_us = {PG_NOW_US} + $2 \
              WHERE owner = $1 RETURNING partition_no, epoch"
@@ -163,7 +151,7 @@ impl Storage {
         if max == 0 {
             return Ok(Vec::new());
         }
-        let mut conn = self.postgres()?.get().await?;
+        let mut conn = self.connections.get().await?;
         let rows: Vec<LeaseRow> = sql_query(format!(
             "UPDATE partition_leases SET owner = $1, epoch = epoch + 1, \
                  expires_at_us = {PG_NOW_US} + $3 \
@@ -187,8 +175,8 @@ impl Storage {
         replica: &str,
         partitions: &[u16],
     ) -> Result<(), StorageError> {
-        let partitions = super::partition_numbers(partitions);
-        let mut conn = self.postgres()?.get().await?;
+        let partitions = partition_numbers(partitions);
+        let mut conn = self.connections.get().await?;
         sql_query(
             "UPDATE partition_leases SET owner = NULL, expires_at_us = 0 \
              WHERE owner = $1 AND partition_no = ANY($2)",
@@ -202,39 +190,13 @@ impl Storage {
 
     /// Leaves the cluster: no more heartbeat, every lease released.
     pub async fn leave_cluster(&self, replica: &str) -> Result<(), StorageError> {
-        let mut conn = self.postgres()?.get().await?;
+        let mut conn = self.connections.get().await?;
         sql_query("UPDATE partition_leases SET owner = NULL, expires_at_us = 0 WHERE owner = $1")
             .bind::<Text, _>(replica)
             .execute(&mut conn)
             .await?;
         sql_query("DELETE FROM cluster_members WHERE replica_id = $1")
             .bind::<Text, _>(replica)
-            .execute(&mut conn)
-            .await?;
-        Ok(())
-    }
-
-    /// Announces events to the other replicas' watchers, many per statement.
-    pub async fn notify_events(&self, payloads: &[String]) -> Result<(), StorageError> {
-        if payloads.is_empty() {
-            return Ok(());
-        }
-        let mut conn = self.postgres()?.get().await?;
-        sql_query("SELECT pg_notify($1, payload) FROM unnest($2::text[]) AS payload")
-            .bind::<Text, _>(super::notify::EVENTS_CHANNEL)
-            .bind::<Array<Text>, _>(payloads)
-            .execute(&mut conn)
-            .await?;
-        Ok(())
-    }
-
-    /// Wakes every replica's rebalancing (a replica joined, or released
-    /// partitions).
-    pub async fn notify_cluster(&self, message: &str) -> Result<(), StorageError> {
-        let mut conn = self.postgres()?.get().await?;
-        sql_query("SELECT pg_notify($1, $2)")
-            .bind::<Text, _>(super::CLUSTER_CHANNEL)
-            .bind::<Text, _>(message)
             .execute(&mut conn)
             .await?;
         Ok(())

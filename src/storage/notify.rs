@@ -6,18 +6,20 @@
 
 use std::time::Duration;
 
+use diesel::sql_types::{Array, Text};
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use futures::StreamExt;
 
-use super::{DatabaseLocation, DueEntry, Storage, StorageError, rows};
+use super::shared::SharedDatabase;
+use super::{DueEntry, StorageError, rows};
 use crate::domain::PostId;
 
 /// Written by the `posts` triggers: `"<id> <next attempt µs>"`.
-pub(super) const POSTS_CHANNEL: &str = "punctual_posts";
+const POSTS_CHANNEL: &str = "punctual_posts";
 /// Cluster changes; the payload is informational.
-pub(super) const CLUSTER_CHANNEL: &str = "punctual_cluster";
+const CLUSTER_CHANNEL: &str = "punctual_cluster";
 /// Events for other replicas' watchers: `"<origin> <kind> <at µs> <id>"`.
-pub(super) const EVENTS_CHANNEL: &str = "punctual_events";
+const EVENTS_CHANNEL: &str = "punctual_events";
 
 /// Something another replica (or this one) changed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,23 +43,42 @@ pub struct Listener {
     conn: AsyncPgConnection,
 }
 
-impl Storage {
-    /// Opens a listening connection (PostgreSQL only).
+impl SharedDatabase {
+    /// Opens a listening connection.
     pub async fn listen(&self) -> Result<Listener, StorageError> {
-        let DatabaseLocation::Postgres(url) = &*self.location else {
-            return Err(StorageError::Unavailable(
-                "notifications need PostgreSQL".to_owned(),
-            ));
-        };
-        let mut conn = AsyncPgConnection::establish(url)
-            .await
-            .map_err(|error| StorageError::Unavailable(error.to_string()))?;
+        let mut conn = AsyncPgConnection::establish(&self.url).await?;
         for channel in [POSTS_CHANNEL, CLUSTER_CHANNEL, EVENTS_CHANNEL] {
             diesel::sql_query(format!("LISTEN {channel}"))
                 .execute(&mut conn)
                 .await?;
         }
         Ok(Listener { conn })
+    }
+
+    /// Announces events to the other replicas' watchers, many per statement.
+    pub async fn notify_events(&self, payloads: &[String]) -> Result<(), StorageError> {
+        if payloads.is_empty() {
+            return Ok(());
+        }
+        let mut conn = self.connections.get().await?;
+        diesel::sql_query("SELECT pg_notify($1, payload) FROM unnest($2::text[]) AS payload")
+            .bind::<Text, _>(EVENTS_CHANNEL)
+            .bind::<Array<Text>, _>(payloads)
+            .execute(&mut conn)
+            .await?;
+        Ok(())
+    }
+
+    /// Wakes every replica's rebalancing (a replica joined, or released
+    /// partitions).
+    pub async fn notify_cluster(&self, message: &str) -> Result<(), StorageError> {
+        let mut conn = self.connections.get().await?;
+        diesel::sql_query("SELECT pg_notify($1, $2)")
+            .bind::<Text, _>(CLUSTER_CHANNEL)
+            .bind::<Text, _>(message)
+            .execute(&mut conn)
+            .await?;
+        Ok(())
     }
 }
 
@@ -83,17 +104,18 @@ impl Listener {
                         "ignoring an unreadable notification"
                     );
                 }
-                Ok(Some(Err(error))) => return Err(StorageError::Unavailable(error.to_string())),
+                // Whatever fails on this connection, it is lost.
+                Ok(Some(Err(error))) => return Err(StorageError::Unavailable(Box::new(error))),
                 Ok(None) => {
                     return Err(StorageError::Unavailable(
-                        "the listening connection closed".to_owned(),
+                        "the listening connection closed".into(),
                     ));
                 }
                 Err(_quiet) => {
                     diesel::sql_query("SELECT 1")
                         .execute(&mut self.conn)
                         .await
-                        .map_err(|error| StorageError::Unavailable(error.to_string()))?;
+                        .map_err(|error| StorageError::Unavailable(Box::new(error)))?;
                 }
             }
         }

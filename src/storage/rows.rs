@@ -340,7 +340,11 @@ impl FinishedColumns {
     /// (`PUBLISHING` at the claimed version, and `fence`); it returns the
     /// updated posts. One text for any batch size, so PostgreSQL plans it
     /// alike every time.
-    pub(super) fn update_statement(self, now_us: i64, fence: super::SqlCondition) -> BoxedPgQuery {
+    pub(super) fn update_statement(
+        self,
+        now_us: i64,
+        fence: super::sql::SqlCondition,
+    ) -> BoxedPgQuery {
         use diesel::sql_types::{Array, BigInt, Nullable, Text};
         let fence_bind = if fence.bind.is_some() { "$11" } else { "" };
         // The status is bound rather than written out: the planner would

@@ -24,7 +24,7 @@ use diesel_async::{AsyncConnection, SimpleAsyncConnection};
 use tokio::sync::{Mutex, Notify, OwnedMutexGuard};
 use tokio_util::sync::CancellationToken;
 
-use super::SqliteConnection;
+use super::pool::SqliteConnection;
 
 /// The log size, in pages (40 MiB), at which a committing connection
 /// checkpoints by itself: what bounds the log file under steady writes, or
