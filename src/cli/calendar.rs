@@ -142,7 +142,7 @@ struct Titled {
 
 impl Render for Titled {
     fn json(&self) -> serde_json::Value {
-        json::calendar(&self.calendar)
+        json::message(&self.calendar)
     }
 
     fn table(&self, view: &View) -> String {

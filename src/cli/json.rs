@@ -1,27 +1,63 @@
-//! The JSON form of every response (`--output json`). prost messages do not
-//! implement `Serialize`, so each message has an explicit conversion here:
-//! fields keep their proto names, enums are written by name (`"SCHEDULED"`;
-//! the number if unknown), timestamps as RFC 3339 UTC strings (`null` when
-//! absent), and payloads as the JSON text the server holds
-//! (`payload_json`), never re-encoded.
+//! The JSON form of every response (`--output json`): protobuf's JSON
+//! mapping (what grpcurl prints), driven by the API's descriptor set rather
+//! than written out per message. Fields keep their proto names
+//! (`business_id`), enums are written by name (`"SCHEDULED"`), timestamps
+//! as RFC 3339 UTC strings, 64-bit integers as numbers; fields that hold
+//! their default value are left out, as grpcurl leaves them out. Payloads
+//! are the JSON text the server holds (`payload_json`), never re-encoded.
 
-use chrono::SecondsFormat;
-use serde_json::{Value, json};
+use prost_reflect::{DynamicMessage, SerializeOptions};
+use serde_json::Value;
 
-use super::time::from_timestamp;
 use crate::grpc::pb;
 
-/// An RFC 3339 UTC string, or `null` when absent or malformed.
-pub fn timestamp(timestamp: Option<&prost_types::Timestamp>) -> Value {
-    timestamp
-        .and_then(from_timestamp)
-        .map(|instant| Value::String(instant.to_rfc3339_opts(SecondsFormat::AutoSi, true)))
-        .unwrap_or(Value::Null)
+/// A message of the API, with its full protobuf name.
+pub trait Named: prost::Message + Sized {
+    const NAME: &'static str;
 }
 
-/// An enum by its proto name, or its number when the name is unknown.
-fn enum_value(name: Option<&'static str>, number: i32) -> Value {
-    name.map_or_else(|| json!(number), |name| json!(name))
+macro_rules! named {
+    ($($message:path => $name:literal),+ $(,)?) => {
+        $(impl Named for $message {
+            const NAME: &'static str = $name;
+        })+
+    };
+}
+
+named! {
+    pb::ScheduledPost => "punctual.v1.ScheduledPost",
+    pb::ListSchedulesResponse => "punctual.v1.ListSchedulesResponse",
+    pb::BulkScheduleResponse => "punctual.v1.BulkScheduleResponse",
+    pb::ListDeadLettersResponse => "punctual.v1.ListDeadLettersResponse",
+    pb::ScheduleEvent => "punctual.v1.ScheduleEvent",
+    pb::Calendar => "punctual.v1.Calendar",
+    pb::QueueStats => "punctual.v1.QueueStats",
+    pb::QueuePause => "punctual.v1.QueuePause",
+    pb::ResumeQueueResponse => "punctual.v1.ResumeQueueResponse",
+    pb::ListPausesResponse => "punctual.v1.ListPausesResponse",
+    pb::PostingSlots => "punctual.v1.PostingSlots",
+    pb::SuggestTimesResponse => "punctual.v1.SuggestTimesResponse",
+}
+
+const OPTIONS: SerializeOptions = SerializeOptions::new()
+    .use_proto_field_name(true)
+    .stringify_64_bit_integers(false);
+
+/// `message` in the JSON mapping. The descriptor set is built from the same
+/// protos as the message types, so every [`Named`] message is in it (a test
+/// checks each); `null` stands for a message that is not.
+pub fn message<M: Named>(message: &M) -> Value {
+    let Some(descriptor) = pb::descriptor_pool().get_message_by_name(M::NAME) else {
+        return Value::Null;
+    };
+    DynamicMessage::decode(descriptor, message.encode_to_vec().as_slice())
+        .ok()
+        .and_then(|dynamic| {
+            dynamic
+                .serialize_with_options(serde_json::value::Serializer, &OPTIONS)
+                .ok()
+        })
+        .unwrap_or(Value::Null)
 }
 
 /// `SCHEDULED`, `PUBLISHED`, …
@@ -45,163 +81,12 @@ pub fn event_type_name(kind: i32) -> Option<&'static str> {
         .map(|kind| kind.as_str_name())
 }
 
-pub fn status(status: i32) -> Value {
-    enum_value(status_name(status), status)
-}
-
-pub fn weekday(weekday: i32) -> Value {
-    enum_value(weekday_name(weekday), weekday)
-}
-
-pub fn post(post: &pb::ScheduledPost) -> Value {
-    json!({
-        "id": post.id,
-        "business_id": post.business_id,
-        "content_id": post.content_id,
-        "platform": post.platform,
-        // Text, exactly as the server holds it: parsing it here would turn
-        // large integers into doubles.
-        "payload_json": post.payload_json,
-        "labels": post.labels,
-        "scheduled_for": timestamp(post.scheduled_for.as_ref()),
-        "time_zone": post.time_zone,
-        "local_time": post.local_time,
-        "status": status(post.status),
-        "attempts": post.attempts,
-        "last_error": post.last_error,
-        "published_at": timestamp(post.published_at.as_ref()),
-        "external_id": post.external_id,
-        "version": post.version,
-        "create_time": timestamp(post.create_time.as_ref()),
-        "update_time": timestamp(post.update_time.as_ref()),
-        "next_attempt_time": timestamp(post.next_attempt_time.as_ref()),
-        "attempt_history": post.attempt_history.iter().map(attempt).collect::<Vec<_>>(),
-    })
-}
-
-pub fn posts(posts: &[pb::ScheduledPost]) -> Value {
-    Value::Array(posts.iter().map(post).collect())
-}
-
-pub fn attempt(attempt: &pb::PublishAttempt) -> Value {
-    json!({
-        "attempt": attempt.attempt,
-        "started_time": timestamp(attempt.started_time.as_ref()),
-        "latency_ms": attempt.latency_ms,
-        "http_status": attempt.http_status,
-        "outcome": attempt.outcome,
-        "error": attempt.error,
-    })
-}
-
-pub fn event(event: &pb::ScheduleEvent) -> Value {
-    json!({
-        "type": enum_value(event_type_name(event.r#type), event.r#type),
-        "schedule": event.schedule.as_ref().map_or(Value::Null, post),
-        "event_time": timestamp(event.event_time.as_ref()),
-    })
-}
-
-pub fn calendar(calendar: &pb::Calendar) -> Value {
-    let entry = |entry: &pb::CalendarEntry| {
-        json!({
-            "id": entry.id,
-            "local_time": entry.local_time,
-            "platform": entry.platform,
-            "status": status(entry.status),
-            "content_id": entry.content_id,
-            "scheduled_for": timestamp(entry.scheduled_for.as_ref()),
-        })
-    };
-    let day = |day: &pb::CalendarDay| {
-        json!({
-            "date": day.date,
-            "weekday": weekday(day.weekday),
-            "in_month": day.in_month,
-            "is_today": day.is_today,
-            "entries": day.entries.iter().map(entry).collect::<Vec<_>>(),
-        })
-    };
-    json!({
-        "time_zone": calendar.time_zone,
-        "first_date": calendar.first_date,
-        "last_date": calendar.last_date,
-        "weeks": calendar
-            .weeks
-            .iter()
-            .map(|week| json!({ "days": week.days.iter().map(day).collect::<Vec<_>>() }))
-            .collect::<Vec<_>>(),
-    })
-}
-
-pub fn queue_stats(stats: &pb::QueueStats) -> Value {
-    let record = |record: Option<&pb::OnTimeRecord>| {
-        record.map_or(Value::Null, |record| {
-            json!({
-                "fires": record.fires,
-                "p50_lateness_ms": record.p50_lateness_ms,
-                "p99_lateness_ms": record.p99_lateness_ms,
-                "within_one_second": record.within_one_second,
-            })
-        })
-    };
-    json!({
-        "counts": stats
-            .counts
-            .iter()
-            .map(|count| json!({ "status": status(count.status), "count": count.count }))
-            .collect::<Vec<_>>(),
-        "next_due_time": timestamp(stats.next_due_time.as_ref()),
-        "overdue": stats.overdue,
-        "last_hour": record(stats.last_hour.as_ref()),
-        "last_day": record(stats.last_day.as_ref()),
-    })
-}
-
-pub fn pause(pause: &pb::QueuePause) -> Value {
-    json!({
-        "business_id": pause.business_id,
-        "platform": pause.platform,
-        "pause_time": timestamp(pause.pause_time.as_ref()),
-    })
-}
-
-pub fn posting_slots(slots: &pb::PostingSlots) -> Value {
-    json!({
-        "business_id": slots.business_id,
-        "platform": slots.platform,
-        "time_zone": slots.time_zone,
-        "slots": slots
-            .slots
-            .iter()
-            .map(|slot| json!({ "weekday": weekday(slot.weekday), "local_time": slot.local_time }))
-            .collect::<Vec<_>>(),
-    })
-}
-
-pub fn suggestions(response: &pb::SuggestTimesResponse) -> Value {
-    json!({
-        "suggestions": response
-            .suggestions
-            .iter()
-            .map(|suggestion| {
-                json!({
-                    "time": timestamp(suggestion.time.as_ref()),
-                    "local_time": suggestion.local_time,
-                    "score": suggestion.score,
-                    "reason": suggestion.reason,
-                })
-            })
-            .collect::<Vec<_>>(),
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn posts_use_proto_names_and_rfc3339() {
+    fn posts_use_proto_names_rfc3339_and_numbers() {
         let post = pb::ScheduledPost {
             id: "p1".into(),
             status: pb::scheduled_post::Status::DeadLettered as i32,
@@ -209,6 +94,8 @@ mod tests {
                 seconds: 1_760_529_600,
                 nanos: 0,
             }),
+            version: 7,
+            payload_json: r#"{"n":12345678901234567890}"#.into(),
             attempt_history: vec![pb::PublishAttempt {
                 attempt: 1,
                 outcome: "gave_up".into(),
@@ -216,15 +103,42 @@ mod tests {
             }],
             ..Default::default()
         };
-        let value = super::post(&post);
+        let value = message(&post);
         assert_eq!(value["status"], "DEAD_LETTERED");
         assert_eq!(value["scheduled_for"], "2025-10-15T12:00:00Z");
+        assert_eq!(value["version"], 7);
+        assert_eq!(value["payload_json"], r#"{"n":12345678901234567890}"#);
         assert_eq!(value["published_at"], Value::Null);
         assert_eq!(value["attempt_history"][0]["outcome"], "gave_up");
         // Unknown enum numbers survive as numbers.
-        assert_eq!(status(42), json!(42));
-        // The text form parses back.
-        let text = format!("{value:#}");
-        assert_eq!(serde_json::from_str::<Value>(&text).unwrap(), value);
+        let unknown = message(&pb::ScheduledPost {
+            status: 42,
+            ..Default::default()
+        });
+        assert_eq!(unknown["status"], 42);
+    }
+
+    #[test]
+    fn every_named_message_is_in_the_descriptor_set() {
+        fn check<M: Named + Default>() {
+            assert!(
+                pb::descriptor_pool().get_message_by_name(M::NAME).is_some(),
+                "{}",
+                M::NAME
+            );
+            assert!(message(&M::default()).is_object(), "{}", M::NAME);
+        }
+        check::<pb::ScheduledPost>();
+        check::<pb::ListSchedulesResponse>();
+        check::<pb::BulkScheduleResponse>();
+        check::<pb::ListDeadLettersResponse>();
+        check::<pb::ScheduleEvent>();
+        check::<pb::Calendar>();
+        check::<pb::QueueStats>();
+        check::<pb::QueuePause>();
+        check::<pb::ResumeQueueResponse>();
+        check::<pb::ListPausesResponse>();
+        check::<pb::PostingSlots>();
+        check::<pb::SuggestTimesResponse>();
     }
 }

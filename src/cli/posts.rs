@@ -8,7 +8,7 @@ use clap::{ArgGroup, Args, ValueEnum};
 
 use super::json;
 use super::output::{OutputFormat, Render, Table, View, clean, fields, or_dash, print};
-use super::time::{parse_instant, show_exact, show_timestamp, to_timestamp};
+use super::time::{parse_instant, show_exact, show_timestamp};
 use super::{CliError, CommonArgs, DstArgs, Session, WeekdayArg};
 use crate::domain::time::DstPolicy;
 use crate::grpc::pb;
@@ -275,7 +275,7 @@ pub async fn schedule(session: &Session, args: ScheduleArgs) -> Result<(), CliEr
     let (when, time_zone) = if let Some(at) = &args.at {
         let instant = parse_instant(at, session.zone(), args.dst.policy())?;
         (
-            When::ScheduledFor(to_timestamp(instant)),
+            When::ScheduledFor(pb::timestamp(instant)),
             args.zone.unwrap_or_default(),
         )
     } else if let Some(local) = args.local {
@@ -309,7 +309,7 @@ pub async fn schedule(session: &Session, args: ScheduleArgs) -> Result<(), CliEr
 pub async fn list(session: &Session, args: ListArgs) -> Result<(), CliError> {
     let zone = session.zone();
     let instant = |text: Option<&str>| {
-        text.map(|text| parse_instant(text, zone, DstPolicy::default()).map(to_timestamp))
+        text.map(|text| parse_instant(text, zone, DstPolicy::default()).map(pb::timestamp))
             .transpose()
     };
     let request = pb::ListSchedulesRequest {
@@ -374,7 +374,7 @@ pub async fn reschedule(session: &Session, args: RescheduleArgs) -> Result<(), C
     let mut mask = Vec::new();
     if let Some(at) = &args.at {
         let instant = parse_instant(at, session.zone(), args.dst.policy())?;
-        request.scheduled_for = Some(to_timestamp(instant));
+        request.scheduled_for = Some(pb::timestamp(instant));
         mask.push("scheduled_for".to_owned());
     } else if let Some(local) = args.local {
         request.local_time = local;
@@ -454,7 +454,7 @@ pub async fn watch(session: &Session, args: WatchArgs) -> Result<(), CliError> {
             signal = &mut interrupted => return signal.map_err(CliError::from),
             message = events.message() => match message? {
                 Some(event) => print(&match session.output() {
-                    OutputFormat::Json => json::event(&event).to_string(),
+                    OutputFormat::Json => json::message(&event).to_string(),
                     OutputFormat::Table => event_line(&event, session.view()),
                 })?,
                 None => return Ok(()),
@@ -557,7 +557,7 @@ fn more_pages(next_page_token: &str) -> String {
 
 impl Render for pb::ScheduledPost {
     fn json(&self) -> serde_json::Value {
-        json::post(self)
+        json::message(self)
     }
 
     fn table(&self, view: &View) -> String {
@@ -634,10 +634,7 @@ impl Render for pb::ScheduledPost {
 
 impl Render for pb::ListSchedulesResponse {
     fn json(&self) -> serde_json::Value {
-        serde_json::json!({
-            "schedules": json::posts(&self.schedules),
-            "next_page_token": self.next_page_token,
-        })
+        json::message(self)
     }
 
     fn table(&self, view: &View) -> String {
@@ -648,7 +645,7 @@ impl Render for pb::ListSchedulesResponse {
 
 impl Render for pb::BulkScheduleResponse {
     fn json(&self) -> serde_json::Value {
-        serde_json::json!({ "schedules": json::posts(&self.schedules) })
+        json::message(self)
     }
 
     fn table(&self, view: &View) -> String {
@@ -665,10 +662,7 @@ impl Render for pb::BulkScheduleResponse {
 
 impl Render for pb::ListDeadLettersResponse {
     fn json(&self) -> serde_json::Value {
-        serde_json::json!({
-            "schedules": json::posts(&self.schedules),
-            "next_page_token": self.next_page_token,
-        })
+        json::message(self)
     }
 
     fn table(&self, view: &View) -> String {
@@ -702,7 +696,6 @@ pub fn event_line(event: &pb::ScheduleEvent, view: &View) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cli::time::to_timestamp;
     use crate::domain::time::TimeZone;
 
     fn view() -> View {
@@ -720,7 +713,7 @@ mod tests {
             business_id: "acme".into(),
             content_id: "launch".into(),
             platform: "instagram".into(),
-            scheduled_for: Some(to_timestamp("2025-10-15T12:00:00Z".parse().unwrap())),
+            scheduled_for: Some(pb::timestamp("2025-10-15T12:00:00Z".parse().unwrap())),
             time_zone: "Europe/Paris".into(),
             local_time: "2025-10-15T14:00:00".into(),
             status: Status::Scheduled.into(),
@@ -778,7 +771,7 @@ mod tests {
         let event = pb::ScheduleEvent {
             r#type: pb::schedule_event::Type::Published.into(),
             schedule: Some(post()),
-            event_time: Some(to_timestamp("2025-10-15T12:00:00.25Z".parse().unwrap())),
+            event_time: Some(pb::timestamp("2025-10-15T12:00:00.25Z".parse().unwrap())),
         };
         assert_eq!(
             event_line(&event, &view()),

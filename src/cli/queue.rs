@@ -6,7 +6,7 @@ use clap::{ArgGroup, Args, Subcommand, ValueEnum};
 use super::json;
 use super::output::{Render, Table, View, fields, or_dash};
 use super::posts::{collect_pages, status_label};
-use super::time::{parse_instant, show_timestamp, to_timestamp};
+use super::time::{parse_instant, show_timestamp};
 use super::{CliError, CommonArgs, Session};
 use crate::domain::time::DstPolicy;
 use crate::grpc::pb;
@@ -190,7 +190,7 @@ pub async fn dead_letters(session: &Session, command: DeadLetterCommand) -> Resu
                 .as_deref()
                 .map(|text| parse_instant(text, session.zone(), DstPolicy::default()))
                 .transpose()?
-                .map(to_timestamp);
+                .map(pb::timestamp);
             let request = pb::RequeueDeadLetterRequest {
                 id: args.id,
                 now: at.is_none(),
@@ -269,7 +269,7 @@ fn on_time(record: Option<&pb::OnTimeRecord>) -> String {
 
 impl Render for pb::QueueStats {
     fn json(&self) -> serde_json::Value {
-        json::queue_stats(self)
+        json::message(self)
     }
 
     fn table(&self, view: &View) -> String {
@@ -305,7 +305,7 @@ fn scope(platform: &str) -> String {
 
 impl Render for pb::QueuePause {
     fn json(&self) -> serde_json::Value {
-        json::pause(self)
+        json::message(self)
     }
 
     fn table(&self, view: &View) -> String {
@@ -326,7 +326,7 @@ impl Render for pb::QueuePause {
 
 impl Render for pb::ResumeQueueResponse {
     fn json(&self) -> serde_json::Value {
-        serde_json::json!({ "missed": self.missed })
+        json::message(self)
     }
 
     fn table(&self, _view: &View) -> String {
@@ -336,9 +336,7 @@ impl Render for pb::ResumeQueueResponse {
 
 impl Render for pb::ListPausesResponse {
     fn json(&self) -> serde_json::Value {
-        serde_json::json!({
-            "pauses": self.pauses.iter().map(json::pause).collect::<Vec<_>>(),
-        })
+        json::message(self)
     }
 
     fn table(&self, view: &View) -> String {
@@ -380,7 +378,7 @@ mod tests {
                     count: 1,
                 },
             ],
-            next_due_time: Some(to_timestamp("2025-10-15T12:00:00Z".parse().unwrap())),
+            next_due_time: Some(pb::timestamp("2025-10-15T12:00:00Z".parse().unwrap())),
             overdue: 0,
             last_hour: Some(pb::OnTimeRecord {
                 fires: 40,
@@ -402,7 +400,7 @@ mod tests {
              Last day   -"
         );
         assert_eq!(
-            json::queue_stats(&stats)["counts"][1]["status"],
+            json::message(&stats)["counts"][1]["status"],
             "DEAD_LETTERED"
         );
     }

@@ -5,7 +5,7 @@ use clap::{ArgGroup, Args, Subcommand, ValueEnum as _};
 
 use super::json;
 use super::output::{Render, Table, View, clean};
-use super::time::{parse_instant, show_timestamp, to_timestamp};
+use super::time::{parse_instant, show_timestamp};
 use super::{CliError, CommonArgs, Session, WeekdayArg, weekday_label};
 use crate::domain::time::DstPolicy;
 use crate::grpc::pb;
@@ -114,7 +114,7 @@ pub async fn slots(session: &Session, command: SlotsCommand) -> Result<(), CliEr
 pub async fn suggest(session: &Session, args: SuggestArgs) -> Result<(), CliError> {
     let zone = session.zone();
     let instant = |text: Option<&str>| {
-        text.map(|text| parse_instant(text, zone, DstPolicy::default()).map(to_timestamp))
+        text.map(|text| parse_instant(text, zone, DstPolicy::default()).map(pb::timestamp))
             .transpose()
     };
     let request = pb::SuggestTimesRequest {
@@ -131,7 +131,7 @@ pub async fn suggest(session: &Session, args: SuggestArgs) -> Result<(), CliErro
 
 impl Render for pb::PostingSlots {
     fn json(&self) -> serde_json::Value {
-        json::posting_slots(self)
+        json::message(self)
     }
 
     fn table(&self, _view: &View) -> String {
@@ -158,7 +158,7 @@ impl Render for pb::PostingSlots {
 
 impl Render for pb::SuggestTimesResponse {
     fn json(&self) -> serde_json::Value {
-        json::suggestions(self)
+        json::message(self)
     }
 
     fn table(&self, view: &View) -> String {

@@ -11,6 +11,7 @@ use crate::domain::time::{
     DstPolicy, GapPolicy, TimeError, TimeZone, format_local, parse_local_date,
     parse_local_datetime, resolve_local,
 };
+use crate::grpc::pb;
 
 /// Parses `--tz` (a clap value parser: a bad zone is a usage error).
 pub fn parse_zone(text: &str) -> Result<TimeZone, String> {
@@ -74,23 +75,6 @@ pub fn parse_instant(
     })
 }
 
-/// The protobuf form of an instant.
-pub fn to_timestamp(instant: DateTime<Utc>) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: instant.timestamp(),
-        nanos: i32::try_from(instant.timestamp_subsec_nanos()).unwrap_or(0),
-    }
-}
-
-/// The instant of a protobuf timestamp, or `None` if it is malformed or out
-/// of range.
-pub fn from_timestamp(timestamp: &prost_types::Timestamp) -> Option<DateTime<Utc>> {
-    let nanos = u32::try_from(timestamp.nanos)
-        .ok()
-        .filter(|nanos| *nanos < 1_000_000_000)?;
-    DateTime::from_timestamp(timestamp.seconds, nanos)
-}
-
 /// An instant as wall-clock time in `zone`, for a person: `2025-10-15 14:00`,
 /// with the seconds only when they are not zero, and never their fraction
 /// (`--output json` has the exact instant).
@@ -110,7 +94,7 @@ pub fn show_instant(instant: DateTime<Utc>, zone: TimeZone) -> String {
 pub fn show_timestamp(timestamp: Option<&prost_types::Timestamp>, zone: TimeZone) -> String {
     match timestamp {
         None => "-".to_owned(),
-        Some(timestamp) => from_timestamp(timestamp)
+        Some(timestamp) => pb::instant(timestamp)
             .map(|instant| show_instant(instant, zone))
             .unwrap_or_else(|| "invalid".to_owned()),
     }
@@ -121,7 +105,7 @@ pub fn show_timestamp(timestamp: Option<&prost_types::Timestamp>, zone: TimeZone
 pub fn show_exact(timestamp: Option<&prost_types::Timestamp>, zone: TimeZone) -> String {
     match timestamp {
         None => "-".to_owned(),
-        Some(timestamp) => from_timestamp(timestamp)
+        Some(timestamp) => pb::instant(timestamp)
             .map(|instant| format_local(instant, zone).replacen('T', " ", 1))
             .unwrap_or_else(|| "invalid".to_owned()),
     }
@@ -188,8 +172,8 @@ mod tests {
     #[test]
     fn timestamps_round_trip_and_show_in_the_zone() {
         let instant = utc("2025-10-15T12:00:00Z");
-        let timestamp = to_timestamp(instant);
-        assert_eq!(from_timestamp(&timestamp), Some(instant));
+        let timestamp = pb::timestamp(instant);
+        assert_eq!(pb::instant(&timestamp), Some(instant));
         assert_eq!(
             show_timestamp(Some(&timestamp), paris()),
             "2025-10-15 14:00"

@@ -30,10 +30,7 @@ use std::cmp::Ordering;
 use std::collections::BTreeSet;
 use std::fmt;
 
-use chrono::{
-    DateTime, Datelike, Days, NaiveDate, NaiveDateTime, NaiveTime, Offset, TimeDelta,
-    TimeZone as _, Timelike, Utc, Weekday,
-};
+use chrono::{DateTime, Datelike, Days, NaiveDate, NaiveTime, TimeDelta, Timelike, Utc, Weekday};
 
 use crate::domain::time::{
     DstPolicy, GapPolicy, OverlapPolicy, TimeZone, parse_time_of_day, resolve_local,
@@ -350,7 +347,7 @@ pub fn distribute_in_window(
     let mut weeks = vec![Vec::new(); MAX_SPREAD_WEEKS];
     // Only at the very ends of chrono's calendar is there no local date;
     // then no candidate exists and the error below says so.
-    if let Some(first_day) = local_of(zone, from).map(|local| local.date()) {
+    if let Some(first_day) = zone.local_of(from).map(|local| local.date()) {
         // Two window times can resolve to one instant around a DST change
         // (and a date's time can sort after the next date's); `seen` keeps
         // each instant in exactly one week.
@@ -461,7 +458,8 @@ fn window_times(start: NaiveTime, end: NaiveTime) -> Vec<NaiveTime> {
 /// elapsed weeks if the local time cannot be computed, and saturates at the
 /// end of chrono's range.
 fn weeks_after(zone: TimeZone, from: DateTime<Utc>, weeks: u64) -> DateTime<Utc> {
-    let calendar = local_of(zone, from)
+    let calendar = zone
+        .local_of(from)
         .zip(weeks.checked_mul(7))
         .and_then(|(local, days)| local.checked_add_days(Days::new(days)))
         .and_then(|local| resolve_local(zone, local, SLOT_POLICY).ok())
@@ -472,14 +470,6 @@ fn weeks_after(zone: TimeZone, from: DateTime<Utc>, weeks: u64) -> DateTime<Utc>
             from.checked_add_signed(elapsed)
         })
         .unwrap_or(DateTime::<Utc>::MAX_UTC)
-}
-
-/// The wall-clock time in `zone` at `instant`, or `None` at the very edge of
-/// chrono's range where it is not representable.
-fn local_of(zone: TimeZone, instant: DateTime<Utc>) -> Option<NaiveDateTime> {
-    let utc = instant.naive_utc();
-    let offset = zone.tz().offset_from_utc_datetime(&utc).fix();
-    utc.checked_add_offset(offset)
 }
 
 fn saturating_add_days(date: NaiveDate, days: Days) -> NaiveDate {
@@ -544,7 +534,7 @@ mod tests {
     fn distinct_days(instants: &[DateTime<Utc>], name: &str) -> BTreeSet<NaiveDate> {
         instants
             .iter()
-            .map(|instant| local_of(zone(name), *instant).unwrap().date())
+            .map(|instant| zone(name).local_of(*instant).unwrap().date())
             .collect()
     }
 

@@ -67,10 +67,7 @@
 use super::echo;
 use std::collections::BTreeSet;
 
-use chrono::{
-    DateTime, Datelike, Days, NaiveDateTime, Offset, TimeDelta, TimeZone as _, Timelike, Utc,
-    Weekday,
-};
+use chrono::{DateTime, Datelike, Days, NaiveDateTime, TimeDelta, Timelike, Utc, Weekday};
 
 use crate::domain::time::{DstPolicy, GapPolicy, OverlapPolicy, TimeZone, resolve_local};
 
@@ -282,7 +279,7 @@ impl History {
         let mut counts = [0_usize; HOURS_PER_WEEK];
         let mut sums = [0.0_f64; HOURS_PER_WEEK];
         for sample in samples {
-            let Some(bucket) = local_of(zone, sample.published_at).and_then(bucket_of) else {
+            let Some(bucket) = zone.local_of(sample.published_at).and_then(bucket_of) else {
                 continue;
             };
             if let (Some(count), Some(sum)) = (counts.get_mut(bucket), sums.get_mut(bucket)) {
@@ -360,7 +357,7 @@ fn candidates(params: &SuggestParams) -> Vec<(NaiveDateTime, DateTime<Utc>)> {
         .from
         .checked_add_days(horizon)
         .map_or(params.to, |limit| limit.min(params.to));
-    let Some(start) = local_of(params.zone, params.from) else {
+    let Some(start) = params.zone.local_of(params.from) else {
         return Vec::new();
     };
     let Some(mut hour) = start.date().and_hms_opt(start.hour(), 0, 0) else {
@@ -423,14 +420,6 @@ fn bucket_of(local: NaiveDateTime) -> Option<usize> {
     let day = local.weekday().num_days_from_monday() as usize;
     let bucket = day * 24 + local.hour() as usize;
     (bucket < HOURS_PER_WEEK).then_some(bucket)
-}
-
-/// The wall-clock time in `zone` at `instant`, or `None` at the very edge of
-/// chrono's range where it is not representable.
-fn local_of(zone: TimeZone, instant: DateTime<Utc>) -> Option<NaiveDateTime> {
-    let utc = instant.naive_utc();
-    let offset = zone.tz().offset_from_utc_datetime(&utc).fix();
-    utc.checked_add_offset(offset)
 }
 
 /// A weight or score forced into 0..=1, with NaN as 0: a hand-built prior

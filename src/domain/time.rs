@@ -50,6 +50,14 @@ impl TimeZone {
     /// # Errors
     ///
     /// [`TimeError::UnknownZone`] if the name is empty or not in the database.
+    /// The wall-clock time in this zone at `instant`, or `None` at the very
+    /// edge of chrono's range where it is not representable.
+    pub fn local_of(self, instant: DateTime<Utc>) -> Option<NaiveDateTime> {
+        let utc = instant.naive_utc();
+        let offset = self.tz().offset_from_utc_datetime(&utc).fix();
+        utc.checked_add_offset(offset)
+    }
+
     pub fn parse(name: &str) -> Result<Self, TimeError> {
         let trimmed = name.trim();
         if trimmed.is_empty() {

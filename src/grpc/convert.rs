@@ -26,19 +26,13 @@ pub fn timestamp_to_datetime(
     field: &str,
     timestamp: &prost_types::Timestamp,
 ) -> ConvertResult<DateTime<Utc>> {
-    let nanos = u32::try_from(timestamp.nanos)
-        .ok()
-        .filter(|nanos| *nanos < 1_000_000_000)
-        .ok_or_else(|| invalid(field, "nanos must be between 0 and 999,999,999"))?;
-    DateTime::from_timestamp(timestamp.seconds, nanos)
-        .ok_or_else(|| invalid(field, "is out of the supported range"))
-}
-
-pub fn datetime_to_timestamp(instant: DateTime<Utc>) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: instant.timestamp(),
-        nanos: i32::try_from(instant.timestamp_subsec_nanos()).unwrap_or(0),
-    }
+    pb::instant(timestamp).ok_or_else(|| {
+        if (0..1_000_000_000).contains(&timestamp.nanos) {
+            invalid(field, "is out of the supported range")
+        } else {
+            invalid(field, "nanos must be between 0 and 999,999,999")
+        }
+    })
 }
 
 pub fn optional_timestamp(
@@ -232,9 +226,7 @@ pub fn calendar_to_proto(calendar: &Calendar) -> pb::Calendar {
                                 platform: entry.post.platform.clone(),
                                 status: status_to_proto(entry.post.status) as i32,
                                 content_id: entry.post.content_id.clone(),
-                                scheduled_for: Some(datetime_to_timestamp(
-                                    entry.post.scheduled_for,
-                                )),
+                                scheduled_for: Some(pb::timestamp(entry.post.scheduled_for)),
                                 labels: labels_to_proto(&entry.post.labels),
                                 version: entry.post.version,
                             })
@@ -266,7 +258,7 @@ pub fn queue_stats_to_proto(stats: &QueueStats) -> pb::QueueStats {
                 count: *count,
             })
             .collect(),
-        next_due_time: stats.next_due.map(datetime_to_timestamp),
+        next_due_time: stats.next_due.map(pb::timestamp),
         overdue: stats.overdue,
         last_hour: Some(on_time_to_proto(&stats.snapshot.last_hour)),
         last_day: Some(on_time_to_proto(&stats.snapshot.last_day)),
@@ -277,7 +269,7 @@ pub fn pause_to_proto(pause: &PauseRecord) -> pb::QueuePause {
     pb::QueuePause {
         business_id: pause.business_id.clone(),
         platform: pause.platform.clone().unwrap_or_default(),
-        pause_time: Some(datetime_to_timestamp(pause.paused_at)),
+        pause_time: Some(pb::timestamp(pause.paused_at)),
     }
 }
 
@@ -322,7 +314,7 @@ pub fn suggestion_to_proto(
     zone: crate::domain::time::TimeZone,
 ) -> pb::SuggestedTime {
     pb::SuggestedTime {
-        time: Some(datetime_to_timestamp(suggestion.instant)),
+        time: Some(pb::timestamp(suggestion.instant)),
         local_time: format_local(suggestion.instant, zone),
         score: suggestion.score,
         reason: suggestion.reason.clone(),
@@ -338,7 +330,7 @@ pub fn post_to_proto(post: Post, view: PostView) -> pb::ScheduledPost {
         local_time: format_local(post.scheduled_for, post.time_zone),
         time_zone: post.time_zone.name().to_owned(),
         content_id: post.content_id,
-        scheduled_for: Some(datetime_to_timestamp(post.scheduled_for)),
+        scheduled_for: Some(pb::timestamp(post.scheduled_for)),
         status: status_to_proto(post.status) as i32,
         version: post.version,
         ..pb::ScheduledPost::default()
@@ -358,11 +350,11 @@ pub fn post_to_proto(post: Post, view: PostView) -> pb::ScheduledPost {
         labels: labels_to_proto(&post.labels),
         attempts: i32::try_from(post.attempts).unwrap_or(i32::MAX),
         last_error: post.last_error.unwrap_or_default(),
-        published_at: post.published_at.map(datetime_to_timestamp),
+        published_at: post.published_at.map(pb::timestamp),
         external_id: post.external_id.unwrap_or_default(),
-        create_time: Some(datetime_to_timestamp(post.create_time)),
-        update_time: Some(datetime_to_timestamp(post.update_time)),
-        next_attempt_time: Some(datetime_to_timestamp(post.next_attempt_at)),
+        create_time: Some(pb::timestamp(post.create_time)),
+        update_time: Some(pb::timestamp(post.update_time)),
+        next_attempt_time: Some(pb::timestamp(post.next_attempt_at)),
         attempt_history: if full {
             post.attempt_history
         } else {
@@ -371,7 +363,7 @@ pub fn post_to_proto(post: Post, view: PostView) -> pb::ScheduledPost {
         .into_iter()
         .map(|record| pb::PublishAttempt {
             attempt: i32::try_from(record.attempt).unwrap_or(i32::MAX),
-            started_time: Some(datetime_to_timestamp(record.started_at)),
+            started_time: Some(pb::timestamp(record.started_at)),
             latency_ms: i64::try_from(record.latency_ms).unwrap_or(i64::MAX),
             http_status: record.http_status.map(i32::from).unwrap_or(0),
             outcome: record.outcome.as_str().to_owned(),
@@ -409,7 +401,7 @@ pub fn event_to_proto(event: &PostEvent, view: PostView) -> pb::ScheduleEvent {
     pb::ScheduleEvent {
         r#type: kind as i32,
         schedule: Some(post_to_proto(event.post.clone(), view)),
-        event_time: Some(datetime_to_timestamp(event.at)),
+        event_time: Some(pb::timestamp(event.at)),
     }
 }
 

@@ -64,10 +64,41 @@ pub mod pb {
     pub use google::r#type::DayOfWeek;
     pub use punctual::v1::*;
 
+    use chrono::{DateTime, Utc};
+
+    /// An instant as a protobuf `Timestamp`.
+    pub fn timestamp(instant: DateTime<Utc>) -> prost_types::Timestamp {
+        prost_types::Timestamp {
+            seconds: instant.timestamp(),
+            nanos: i32::try_from(instant.timestamp_subsec_nanos()).unwrap_or(0),
+        }
+    }
+
+    /// The instant of a protobuf `Timestamp`, or `None` if its nanoseconds
+    /// are out of 0..1e9 or it lies outside the dates chrono represents.
+    pub fn instant(timestamp: &prost_types::Timestamp) -> Option<DateTime<Utc>> {
+        let nanos = u32::try_from(timestamp.nanos)
+            .ok()
+            .filter(|nanos| *nanos < 1_000_000_000)?;
+        DateTime::from_timestamp(timestamp.seconds, nanos)
+    }
+
     /// Encoded descriptors of `punctual.v1` and every file it imports,
     /// served by gRPC reflection and by `punctual descriptor`.
     pub const FILE_DESCRIPTOR_SET: &[u8] =
         include_bytes!(concat!(env!("OUT_DIR"), "/punctual_descriptor.bin"));
+
+    /// The descriptors of [`FILE_DESCRIPTOR_SET`], decoded once: what the
+    /// JSON mapping of messages is driven by.
+    pub fn descriptor_pool() -> &'static prost_reflect::DescriptorPool {
+        static POOL: std::sync::OnceLock<prost_reflect::DescriptorPool> =
+            std::sync::OnceLock::new();
+        POOL.get_or_init(|| {
+            // The set is built from the protos at compile time; a test
+            // decodes it, so this never falls back in a build that passed.
+            prost_reflect::DescriptorPool::decode(FILE_DESCRIPTOR_SET).unwrap_or_default()
+        })
+    }
 }
 
 pub use pb::scheduler_server::SchedulerServer;
