@@ -918,3 +918,30 @@ async fn requeue_and_discard_apply_only_at_the_expected_version() {
     );
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gzip_compressed_calls_and_answers_work_both_ways() {
+    use tonic::codec::CompressionEncoding::Gzip;
+    let app = spawn_app().await;
+    let mut client = pb::scheduler_client::SchedulerClient::new(app.channel().await)
+        .send_compressed(Gzip)
+        .accept_compressed(Gzip);
+    let mut request = post_at("gzip-biz", in_millis(3_600_000));
+    // Large and repetitive: what compression is for.
+    request.payload_json = format!("{{\"text\":\"{}\"}}", "spring ".repeat(5_000));
+    let created = client
+        .create_schedule(request.clone())
+        .await
+        .expect("a gzip-compressed request is accepted")
+        .into_inner();
+    let read = client
+        .get_schedule(pb::GetScheduleRequest {
+            id: created.id.clone(),
+            ..Default::default()
+        })
+        .await
+        .expect("a gzip-compressed answer is read back")
+        .into_inner();
+    assert_eq!(read.payload_json, request.payload_json);
+    app.stop().await;
+}
