@@ -123,6 +123,16 @@ impl Storage {
         }
     }
 
+    /// This process's turn to write, where it serialises writes (SQLite);
+    /// `None` where the database orders writers itself.
+    async fn write_turn(&self) -> Option<writes::WriteGuard> {
+        if self.pool.serialises_writes() {
+            Some(self.writer.lock().await)
+        } else {
+            None
+        }
+    }
+
     /// Leases, membership and notifications: `Some` on PostgreSQL, which
     /// several replicas may share; `None` on SQLite, whose one process owns
     /// every post.

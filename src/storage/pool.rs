@@ -71,26 +71,13 @@ macro_rules! with_connection {
 }
 pub(super) use with_connection;
 
-/// Like [`with_connection!`], for statements that write. SQLite takes one
-/// writer at a time; writers queueing here, instead of in SQLite's busy
-/// handler (which sleeps in steps of milliseconds), keep writes prompt
-/// under contention.
+/// Like [`with_connection!`], for statements that write, in this process's
+/// turn where it serialises writes ([`super::Storage::write_turn`]).
 macro_rules! with_write_connection {
-    ($storage:expr, |$conn:ident| $body:expr) => {
-        match &$storage.pool {
-            $crate::storage::pool::Pool::Sqlite { connections, .. } => {
-                let _writer = $storage.writer.lock().await;
-                let mut pooled = connections.get().await?;
-                let $conn: &mut $crate::storage::pool::SqliteConnection = &mut pooled;
-                $body
-            }
-            $crate::storage::pool::Pool::Postgres { connections, .. } => {
-                let mut pooled = connections.get().await?;
-                let $conn: &mut diesel_async::AsyncPgConnection = &mut pooled;
-                $body
-            }
-        }
-    };
+    ($storage:expr, |$conn:ident| $body:expr) => {{
+        let _turn = $storage.write_turn().await;
+        $crate::storage::pool::with_connection!($storage, |$conn| $body)
+    }};
 }
 pub(super) use with_write_connection;
 
@@ -153,8 +140,10 @@ impl Pool {
         }
     }
 
-    /// Whether this process must take the writer lock around a write: SQLite
-    /// has one writer at a time.
+    /// Whether this process takes turns to write: SQLite has one writer at
+    /// a time, and writers queueing in this process, instead of in SQLite's
+    /// busy handler (which sleeps in steps of milliseconds), keep writes
+    /// prompt under contention.
     pub(super) fn serialises_writes(&self) -> bool {
         matches!(self, Self::Sqlite { .. })
     }

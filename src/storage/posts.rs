@@ -233,11 +233,7 @@ impl Storage {
     /// Inserts all posts or none, in one transaction.
     pub async fn insert_all(&self, new_posts: &[Post]) -> Result<(), StorageError> {
         let rows: Vec<PostRow> = new_posts.iter().map(PostRow::from_post).collect();
-        let _writer = if self.pool.serialises_writes() {
-            Some(self.writer.lock().await)
-        } else {
-            None
-        };
+        let _turn = self.write_turn().await;
         self.pool
             .insert_rows(rows, OnDuplicateRequest::Fail)
             .await?;
