@@ -443,16 +443,11 @@ impl SchedulerService {
                 .get(id)
                 .await?
                 .ok_or_else(|| SchedulerError::NotFound(id.to_string()))?;
-            check_version(&current, request.expected_version)?;
-            if !(Transition::Edit { new_instant: true }).allows(current.status) {
-                return Err(wrong_status(
-                    &current,
-                    format!(
-                        "post {id} is {} and can no longer be edited; only SCHEDULED or RETRY_SCHEDULED posts can",
-                        current.status
-                    ),
-                ));
-            }
+            check_transition(
+                &current,
+                Transition::Edit { new_instant: true },
+                request.expected_version,
+            )?;
             let patch = self.update_patch(&request, &paths, &current, now)?;
             let edit = Transition::Edit {
                 new_instant: patch.next_attempt_at.is_some(),
@@ -485,16 +480,7 @@ impl SchedulerService {
             if current.status == PostStatus::Cancelled {
                 return Ok(current);
             }
-            check_version(&current, expected_version)?;
-            if !Transition::Cancel.allows(current.status) {
-                return Err(wrong_status(
-                    &current,
-                    format!(
-                        "post {id} is {} and can no longer be cancelled",
-                        current.status
-                    ),
-                ));
-            }
+            check_transition(&current, Transition::Cancel, expected_version)?;
             let change = Change::of(Transition::Cancel, &current);
             if let Some(cancelled) = self
                 .lifecycle
@@ -882,6 +868,35 @@ fn snake_case(name: &str) -> String {
         }
     }
     out
+}
+
+/// Refuses `transition` of `post` as read when the caller expected another
+/// version (`ABORTED`) or the post's status does not allow it
+/// (`FAILED_PRECONDITION`, naming the statuses that would).
+pub(crate) fn check_transition(
+    post: &Post,
+    transition: Transition,
+    expected_version: Option<i64>,
+) -> Result<(), SchedulerError> {
+    check_version(post, expected_version)?;
+    if transition.allows(post.status) {
+        return Ok(());
+    }
+    let allowed: Vec<&str> = transition
+        .sources()
+        .iter()
+        .map(|status| status.as_str())
+        .collect();
+    Err(wrong_status(
+        post,
+        format!(
+            "post {} is {}; {} needs it to be {}",
+            post.id,
+            post.status,
+            transition.made_by(),
+            allowed.join(" or ")
+        ),
+    ))
 }
 
 pub(crate) fn check_version(post: &Post, expected: Option<i64>) -> Result<(), SchedulerError> {

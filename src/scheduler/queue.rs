@@ -3,8 +3,8 @@
 use chrono::{DateTime, NaiveDate, Utc, Weekday};
 
 use super::{
-    ListPage, PageRequest, SchedulerError, SchedulerService, check_version, concurrent_change,
-    invalid, non_empty, parse_zone, wrong_status,
+    ListPage, PageRequest, SchedulerError, SchedulerService, check_transition, check_version,
+    concurrent_change, invalid, non_empty, parse_zone,
 };
 use crate::domain::calendar::{CalendarGrid, CalendarView, local_date};
 use crate::domain::time::{TimeZone, format_local};
@@ -111,14 +111,9 @@ impl SchedulerService {
             RequeueAt::Now => truncate_to_micros(now),
             RequeueAt::At(instant) => self.check_instant("at", instant, now)?,
         };
-        let current = self.existing(id).await?;
-        check_version(&current, expected_version)?;
-        if !Transition::Requeue.allows(current.status) {
-            return Err(wrong_status(
-                &current,
-                format!("post {id} is {}, not DEAD_LETTERED", current.status),
-            ));
-        }
+        let current = self
+            .read_for(id, Transition::Requeue, expected_version)
+            .await?;
         let patch = PostPatch {
             next_attempt_at: Some(due),
             last_error: Some(None),
@@ -139,20 +134,12 @@ impl SchedulerService {
         let id = PostId::parse("id", id)?;
         let now = self.clock.now();
         let current = self.existing(id).await?;
-        match current.status {
-            // Discarding twice is not an error: the post stays discarded.
-            PostStatus::Discarded if expected_version.is_none() => return Ok(current),
-            _ => check_version(&current, expected_version)?,
-        }
+        // Discarding twice is not an error: the post stays discarded.
         if current.status == PostStatus::Discarded {
+            check_version(&current, expected_version)?;
             return Ok(current);
         }
-        if !Transition::Discard.allows(current.status) {
-            return Err(wrong_status(
-                &current,
-                format!("post {id} is {}, not DEAD_LETTERED", current.status),
-            ));
-        }
+        check_transition(&current, Transition::Discard, expected_version)?;
         let discarded = self
             .transition(&current, Transition::Discard, &PostPatch::default(), now)
             .await?;
@@ -169,17 +156,9 @@ impl SchedulerService {
     ) -> Result<Post, SchedulerError> {
         let id = PostId::parse("id", id)?;
         let now = self.clock.now();
-        let current = self.existing(id).await?;
-        check_version(&current, expected_version)?;
-        if !Transition::RunNow.allows(current.status) {
-            return Err(wrong_status(
-                &current,
-                format!(
-                    "post {id} is {}; only SCHEDULED or RETRY_SCHEDULED posts can be run now",
-                    current.status
-                ),
-            ));
-        }
+        let current = self
+            .read_for(id, Transition::RunNow, expected_version)
+            .await?;
         if self.gate.is_paused(&current.business_id, &current.platform) {
             return Err(SchedulerError::FailedPrecondition(
                 Refusal::new(
@@ -428,6 +407,19 @@ impl SchedulerService {
         }
         let weeks = days.chunks(7).map(<[CalendarDay]>::to_vec).collect();
         Ok(Calendar { zone, weeks })
+    }
+
+    /// The post `id` names, read to make `transition`: refused when the
+    /// caller expected another version or its status does not allow it.
+    async fn read_for(
+        &self,
+        id: PostId,
+        transition: Transition,
+        expected_version: Option<i64>,
+    ) -> Result<Post, SchedulerError> {
+        let current = self.existing(id).await?;
+        check_transition(&current, transition, expected_version)?;
+        Ok(current)
     }
 
     async fn existing(&self, id: PostId) -> Result<Post, SchedulerError> {
