@@ -225,7 +225,11 @@ async fn schedule_show_list_and_cancel() {
         .json(&["list", "--business", "acme", "--page-size", "1"])
         .await;
     assert_eq!(first["schedules"].as_array().unwrap().len(), 1);
-    assert!(first["next_page_token"].as_str().is_some_and(|token| !token.is_empty()));
+    assert!(
+        first["next_page_token"]
+            .as_str()
+            .is_some_and(|token| !token.is_empty())
+    );
     let all = server
         .json(&["list", "--business", "acme", "--page-size", "1", "--all"])
         .await;

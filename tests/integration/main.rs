@@ -1121,7 +1121,13 @@ async fn the_server_copies_sqlites_log_into_the_database_file_after_writes() {
             .strip_prefix("sqlite://")
             .expect("a sqlite:// URL"),
     );
-    let app = start(database, Receiver::start(), Arc::new(punctual::clock::SystemClock), |_| {}).await;
+    let app = start(
+        database,
+        Receiver::start(),
+        Arc::new(punctual::clock::SystemClock),
+        |_| {},
+    )
+    .await;
     let file_len = |path: &std::path::Path| std::fs::metadata(path).map_or(0, |meta| meta.len());
     let before = file_len(&path);
     app.client
