@@ -21,7 +21,7 @@ use crate::config::ServeConfig;
 use crate::engine::gate::PauseGate;
 use crate::engine::{Engine, EngineConfig, EngineParts, Ownership};
 use crate::events::EventBus;
-use crate::grpc::{AuthInterceptor, LoadShedLayer, SchedulerApi, SchedulerServer, pb};
+use crate::grpc::{AuthInterceptor, SchedulerApi, SchedulerServer, pb, shed_beyond};
 use crate::health::{Watchdog, WatchdogConfig};
 use crate::publisher::{HttpPublisher, HttpPublisherConfig, Publisher, RetryPolicy};
 use crate::scheduler::{Limits, SchedulerService};
@@ -314,12 +314,17 @@ impl Application {
         // fit the 4 MiB that gRPC clients accept by default; the send limit
         // is the backstop. gzip is accepted, and used for answers when the
         // caller says it accepts it.
+        // Calls are authenticated first, so a caller without a valid token
+        // never takes one of the `max_concurrent_requests` places.
         let scheduler = tonic::service::interceptor::InterceptedService::new(
-            SchedulerServer::new(api)
-                .max_decoding_message_size(config.max_request_bytes)
-                .max_encoding_message_size(crate::grpc::MAX_MESSAGE_BYTES)
-                .accept_compressed(tonic::codec::CompressionEncoding::Gzip)
-                .send_compressed(tonic::codec::CompressionEncoding::Gzip),
+            shed_beyond(
+                SchedulerServer::new(api)
+                    .max_decoding_message_size(config.max_request_bytes)
+                    .max_encoding_message_size(crate::grpc::MAX_MESSAGE_BYTES)
+                    .accept_compressed(tonic::codec::CompressionEncoding::Gzip)
+                    .send_compressed(tonic::codec::CompressionEncoding::Gzip),
+                config.max_concurrent_requests,
+            ),
             AuthInterceptor::new(authenticator),
         );
         let server_shutdown = shutdown.clone();
@@ -332,7 +337,6 @@ impl Application {
         let served = tonic::transport::Server::builder()
             .timeout(config.request_timeout)
             .layer(RpcTraceLayer)
-            .layer(LoadShedLayer::new(config.max_concurrent_requests))
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)

@@ -31,7 +31,7 @@ use crate::scheduler::{
 use convert::*;
 
 pub use auth::AuthInterceptor;
-pub use load::{LoadShedLayer, OverloadError};
+pub use load::{OverloadError, Shed, shed_beyond};
 
 /// Generated protobuf types and service stubs for `punctual.v1`.
 pub mod pb {
@@ -109,7 +109,7 @@ pub struct SchedulerApi {
     /// Ends open watch streams at shutdown so the server can drain.
     shutdown: CancellationToken,
     /// One permit per open `WatchEvents` stream. Streams outlive the
-    /// concurrency bound of `LoadShedLayer` (they hold its permit only while
+    /// concurrency bound of `shed_beyond` (they hold its permit only while
     /// they start), so they are capped here instead: each holds an event
     /// buffer, and unbounded watchers would grow memory without limit.
     watchers: Arc<Semaphore>,

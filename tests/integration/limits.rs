@@ -84,6 +84,15 @@ async fn calls_beyond_the_concurrency_limit_are_shed_at_once() {
         }
     };
     assert!(shed.message().contains("limit of 1 calls"), "{shed:?}");
+    // What a client acts on: the reason and when to retry.
+    use tonic_types::StatusExt as _;
+    let details = shed.get_error_details();
+    assert_eq!(
+        details.error_info().map(|info| info.reason.as_str()),
+        Some("OVERLOADED"),
+        "{shed:?}"
+    );
+    assert!(details.retry_info().is_some(), "{shed:?}");
 
     // Health is not counted: a busy server is not a dead one.
     let mut health = HealthClient::new(app.channel().await);
