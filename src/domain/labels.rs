@@ -193,8 +193,19 @@ pub fn parse_label_filter(field: &str, filter: &str) -> Result<Vec<LabelConditio
             return Err(invalid("ends with AND".into()));
         }
     }
+    conditions.sort_by_key(LabelCondition::stored_fragment);
+    conditions.dedup();
+    if conditions.len() > MAX_FILTER_CONDITIONS {
+        return Err(invalid(format!(
+            "at most {MAX_FILTER_CONDITIONS} conditions, got {}",
+            conditions.len()
+        )));
+    }
     Ok(conditions)
 }
+
+/// Most conditions in one label filter (twice the labels a post may hold).
+pub const MAX_FILTER_CONDITIONS: usize = 2 * MAX_LABELS;
 
 /// A double-quoted string with `\"` and `\\` escapes, and what follows it.
 fn parse_quoted(input: &str) -> Option<(String, &str)> {
@@ -203,7 +214,10 @@ fn parse_quoted(input: &str) -> Option<(String, &str)> {
     while let Some((index, c)) = chars.next() {
         match c {
             '"' => return Some((value, &input[index + 2..])),
-            '\\' => value.push(chars.next()?.1),
+            '\\' => match chars.next()?.1 {
+                escaped @ ('"' | '\\') => value.push(escaped),
+                _ => return None,
+            },
             c => value.push(c),
         }
     }
@@ -269,10 +283,22 @@ mod tests {
             "labels.a:* OR labels.b:*",
             "labels.Upper:*",
             "labels.a = \"unterminated",
+            "labels.a = \"a\\nb\"",
         ] {
             let error = parse_label_filter("filter", bad).unwrap_err();
             assert_eq!(error.reason, ErrorReason::InvalidFilter, "{bad}");
         }
+    }
+
+    #[test]
+    fn a_filter_is_a_small_set_of_conditions() {
+        let repeated = vec!["labels.a:*"; 100].join(" AND ");
+        assert_eq!(parse_label_filter("filter", &repeated).unwrap().len(), 1);
+        let many: Vec<String> = (0..=MAX_FILTER_CONDITIONS)
+            .map(|i| format!("labels.k{i}:*"))
+            .collect();
+        let error = parse_label_filter("filter", &many.join(" AND ")).unwrap_err();
+        assert_eq!(error.reason, ErrorReason::InvalidFilter);
     }
 
     #[test]

@@ -268,7 +268,9 @@ impl Post {
     /// their framing. Pages and batches are sized with it so that an
     /// answer fits in a message.
     pub fn answer_size(&self, view: PostView) -> usize {
-        const SUMMARY_FIXED_FIELDS: usize = 160;
+        // id, instant, local time, status, version and framing: about 90
+        // bytes encoded.
+        const SUMMARY_FIXED_FIELDS: usize = 100;
         const FIXED_FIELDS: usize = 320;
         const PER_LABEL: usize = 8;
         const PER_ATTEMPT: usize = 64;

@@ -62,11 +62,15 @@ pub enum SchedulerError {
 impl From<StorageError> for SchedulerError {
     fn from(error: StorageError) -> Self {
         match error {
-            StorageError::Unavailable(cause) => SchedulerError::Unavailable(Refusal::new(
-                ErrorReason::DatabaseUnavailable,
-                "database",
-                format!("the database is unavailable, try again: {cause}"),
-            )),
+            StorageError::Unavailable(cause) => {
+                // The cause names hosts and users: logged, never sent.
+                tracing::warn!(error = %cause, "the database is unavailable");
+                SchedulerError::Unavailable(Refusal::new(
+                    ErrorReason::DatabaseUnavailable,
+                    "database",
+                    "the database is unavailable; retry the call",
+                ))
+            }
             other => SchedulerError::Internal(Box::new(other)),
         }
     }
@@ -379,7 +383,7 @@ impl SchedulerService {
 
     pub async fn list(&self, request: ListRequest) -> Result<ListPage, SchedulerError> {
         let filter = ListFilter {
-            business_id: non_empty(&request.business_id),
+            business_id: business_filter(&request.business_id)?,
             from: request.from,
             to: request.to,
             statuses: request.statuses,
@@ -584,19 +588,37 @@ impl SchedulerService {
                     .storage
                     .find_by_request_ids(business_id.as_str(), &request_ids)
                     .await?;
-                if existing.len() != posts.len() {
-                    return Err(SchedulerError::FailedPrecondition(Refusal::new(
-                        ErrorReason::RequestIdReused,
-                        format!("businesses/{}", business_id.as_str()),
-                        "request_id was already used for a different bulk request",
-                    )));
-                }
                 existing.sort_by_key(|post| {
                     post.request_id
                         .as_deref()
                         .and_then(|id| id.rsplit('#').next())
                         .and_then(|index| index.parse::<usize>().ok())
                 });
+                // The same request again is the same number of posts of the
+                // same content ids in the same order, and no more.
+                let beyond = request_id
+                    .as_ref()
+                    .map(|id| format!("{}#{}", id.as_str(), posts.len()));
+                let longer = match beyond {
+                    Some(beyond) => !self
+                        .storage
+                        .find_by_request_ids(business_id.as_str(), &[beyond])
+                        .await?
+                        .is_empty(),
+                    None => false,
+                };
+                let same = existing.len() == posts.len()
+                    && existing
+                        .iter()
+                        .zip(&posts)
+                        .all(|(stored, asked)| stored.content_id == asked.content_id);
+                if longer || !same {
+                    return Err(SchedulerError::FailedPrecondition(Refusal::new(
+                        ErrorReason::RequestIdReused,
+                        format!("businesses/{}", business_id.as_str()),
+                        "request_id was already used for a different bulk request",
+                    )));
+                }
                 Ok(existing)
             }
             Err(error) => Err(error.into()),
@@ -950,6 +972,11 @@ pub(crate) fn parse_optional_id(
     }
 }
 
+/// An optional business filter: none when empty, else a valid business id.
+pub(crate) fn business_filter(input: &str) -> Result<Option<String>, SchedulerError> {
+    parse_optional_id("business_id", input).map(|id| id.map(|id| id.as_str().to_owned()))
+}
+
 pub(crate) fn non_empty(input: &str) -> Option<String> {
     let trimmed = input.trim();
     (!trimmed.is_empty()).then(|| trimmed.to_owned())
@@ -1022,7 +1049,10 @@ pub(crate) fn recurrence_error(error: RecurrenceError) -> SchedulerError {
 /// refused when the filters change between pages.
 pub(crate) fn filter_fingerprint(filter: &ListFilter) -> String {
     let mut hasher = Sha256::new();
-    let statuses: Vec<&str> = filter.statuses.iter().map(|s| s.as_str()).collect();
+    // A set: the same statuses in another order are the same filter.
+    let mut statuses: Vec<&str> = filter.statuses.iter().map(|s| s.as_str()).collect();
+    statuses.sort_unstable();
+    statuses.dedup();
     hasher.update(
         format!(
             "{:?}|{:?}|{:?}|{:?}|{:?}",

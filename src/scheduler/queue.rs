@@ -3,8 +3,8 @@
 use chrono::{DateTime, NaiveDate, Utc, Weekday};
 
 use super::{
-    ListPage, PageRequest, SchedulerError, SchedulerService, check_transition, check_version,
-    concurrent_change, invalid, non_empty, parse_zone,
+    ListPage, PageRequest, SchedulerError, SchedulerService, business_filter, check_transition,
+    check_version, concurrent_change, invalid, non_empty, parse_zone,
 };
 use crate::domain::calendar::{CalendarGrid, CalendarView, local_date};
 use crate::domain::time::{TimeZone, format_local};
@@ -89,7 +89,7 @@ impl SchedulerService {
         page: &PageRequest,
     ) -> Result<ListPage, SchedulerError> {
         let filter = ListFilter {
-            business_id: non_empty(business_id),
+            business_id: business_filter(business_id)?,
             statuses: vec![PostStatus::DeadLettered],
             ..ListFilter::default()
         };
@@ -332,13 +332,13 @@ impl SchedulerService {
     pub async fn list_pauses(&self, business_id: &str) -> Result<Vec<PauseRecord>, SchedulerError> {
         Ok(self
             .storage
-            .list_pauses(non_empty(business_id).as_deref())
+            .list_pauses(business_filter(business_id)?.as_deref())
             .await?)
     }
 
     /// Counts from memory, and two reads through pending-only indexes.
     pub async fn queue_stats(&self, business_id: &str) -> Result<QueueStats, SchedulerError> {
-        let business_id = non_empty(business_id);
+        let business_id = business_filter(business_id)?;
         let now = self.clock.now();
         let mut snapshot = self.events().stats().snapshot(business_id.as_deref(), now);
         if let Some(shared) = self.storage.shared() {

@@ -945,3 +945,87 @@ async fn gzip_compressed_calls_and_answers_work_both_ways() {
     assert_eq!(read.payload_json, request.payload_json);
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bulk_request_id_reused_for_another_batch_is_refused() {
+    let app = spawn_app().await;
+    let mut client = app.client.clone();
+    let mut first = bulk_request("reuse-biz", 3);
+    first.request_id = "batch-1".into();
+    let created = client
+        .bulk_schedule(first.clone())
+        .await
+        .unwrap()
+        .into_inner();
+    // The same request again: the same posts.
+    let again = client
+        .bulk_schedule(first.clone())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(ids(&again.schedules), ids(&created.schedules));
+    // Fewer posts, or other content ids, under the same request id.
+    let mut fewer = first.clone();
+    fewer.content_ids.truncate(2);
+    let mut other = first.clone();
+    other.content_ids[1] = "another-content".into();
+    for (case, request) in [("fewer", fewer), ("other content", other)] {
+        let status = client.bulk_schedule(request).await.unwrap_err();
+        assert_eq!(
+            status.code(),
+            Code::FailedPrecondition,
+            "{case}: {status:?}"
+        );
+        assert!(
+            status.message().contains("request_id"),
+            "{case}: {status:?}"
+        );
+    }
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_filters_are_checked_and_statuses_are_a_set() {
+    let app = spawn_app().await;
+    let mut client = app.client.clone();
+    for i in 0..3 {
+        app.create(post_at("set-biz", in_millis(3_600_000 + i)))
+            .await;
+    }
+    let page = |statuses: Vec<PostStatus>, page_token: String| pb::ListSchedulesRequest {
+        business_id: "set-biz".into(),
+        statuses: statuses.into_iter().map(|status| status as i32).collect(),
+        page_size: 1,
+        page_token,
+        ..Default::default()
+    };
+    let first = client
+        .list_schedules(page(
+            vec![PostStatus::Scheduled, PostStatus::Published],
+            String::new(),
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let second = client
+        .list_schedules(page(
+            vec![PostStatus::Published, PostStatus::Scheduled],
+            first.next_page_token,
+        ))
+        .await
+        .expect("the same statuses in another order are the same filter")
+        .into_inner();
+    assert_eq!(second.schedules.len(), 1);
+
+    // A business id that is not one is refused by name, not answered INTERNAL.
+    let status = client
+        .list_schedules(pb::ListSchedulesRequest {
+            business_id: "a\u{0}b".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert!(status.message().starts_with("business_id"), "{status:?}");
+    app.stop().await;
+}
