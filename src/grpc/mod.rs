@@ -402,7 +402,26 @@ impl pb::scheduler_server::Scheduler for SchedulerApi {
     ) -> Result<Response<pb::Calendar>, Status> {
         let request = for_business(request, |request| &request.business_id)?;
         let calendar = self.service.calendar(calendar_request(request)?).await?;
-        Ok(Response::new(calendar_to_proto(&calendar)))
+        let answer = calendar_to_proto(&calendar);
+        // A read: the answer is measured exactly before it is sent.
+        let size = prost::Message::encoded_len(&answer);
+        if size > MAX_MESSAGE_BYTES {
+            return Err(SchedulerError::FailedPrecondition(
+                crate::domain::Refusal::new(
+                    crate::domain::ErrorReason::AnswerTooLarge,
+                    "calendar",
+                    format!(
+                        "this calendar is {} KiB, over the {} KiB an answer may hold; ask for a week (view WEEK) instead of a month",
+                        size / 1024,
+                        MAX_MESSAGE_BYTES / 1024
+                    ),
+                )
+                .with_metadata("answer_bytes", size.to_string())
+                .with_metadata("limit_bytes", MAX_MESSAGE_BYTES.to_string()),
+            )
+            .into());
+        }
+        Ok(Response::new(answer))
     }
 
     async fn get_queue_stats(

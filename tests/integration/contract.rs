@@ -1029,3 +1029,53 @@ async fn list_filters_are_checked_and_statuses_are_a_set() {
     assert!(status.message().starts_with("business_id"), "{status:?}");
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_calendar_too_large_for_one_answer_is_refused_with_its_reason() {
+    let app = spawn_app().await;
+    let mut client = app.client.clone();
+    // The most labels a post may hold, at their longest: about 2 KiB each.
+    let labels: HashMap<String, String> = (0..16)
+        .map(|i| (format!("k{i:02}{}", "k".repeat(60)), "v".repeat(63)))
+        .collect();
+    let year = Utc::now().year() + 1;
+    for platform in ["x", "linkedin", "instagram"] {
+        let mut request = bulk_request("big-calendar", 700);
+        request.platform = platform.into();
+        request.labels = labels.clone();
+        if let Some(recurrence) = request.recurrence.as_mut() {
+            recurrence.start_date = format!("{year}-03-01");
+        }
+        client.bulk_schedule(request).await.expect("bulk");
+    }
+    let month = |view: pb::get_calendar_request::View| pb::GetCalendarRequest {
+        business_id: "big-calendar".into(),
+        year,
+        month: 3,
+        time_zone: "UTC".into(),
+        view: view as i32,
+        start_date: format!("{year}-03-02"),
+        ..Default::default()
+    };
+    let status = client
+        .get_calendar(month(pb::get_calendar_request::View::Month))
+        .await
+        .expect_err("2,100 posts with 2 KiB of labels each exceed 4 MiB");
+    assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
+    use tonic_types::StatusExt as _;
+    assert_eq!(
+        status
+            .get_error_details()
+            .error_info()
+            .map(|info| info.reason.clone()),
+        Some("ANSWER_TOO_LARGE".to_owned())
+    );
+    // A week of the same posts fits.
+    let week = client
+        .get_calendar(month(pb::get_calendar_request::View::Week))
+        .await
+        .expect("a week fits")
+        .into_inner();
+    assert!(week.encoded_len() < 4 * 1024 * 1024);
+    app.stop().await;
+}
