@@ -35,13 +35,29 @@ impl PostId {
         u16::from_be_bytes([bytes[14], bytes[15]]) % PARTITION_COUNT
     }
 
+    /// Accepts the id as the server writes it: the hyphenated UUID text
+    /// (`01a2424b-646c-74cc-8dce-aac5f608db37`, either case). Other UUID
+    /// spellings (braces, `urn:uuid:`, no hyphens, spaces around) are
+    /// refused rather than guessed at.
     pub fn parse(field: &str, input: &str) -> Result<Self, FieldError> {
-        Uuid::parse_str(input.trim()).map(Self).map_err(|_| {
-            FieldError::new(
-                field,
-                format!("{:?} is not a valid post id (a UUID)", super::echo(input)),
-            )
-        })
+        let hyphenated = input.len() == 36
+            && input.char_indices().all(|(index, c)| match index {
+                8 | 13 | 18 | 23 => c == '-',
+                _ => c.is_ascii_hexdigit(),
+            });
+        hyphenated
+            .then(|| Uuid::parse_str(input).ok())
+            .flatten()
+            .map(Self)
+            .ok_or_else(|| {
+                FieldError::new(
+                    field,
+                    format!(
+                        "{:?} is not a valid post id (a UUID written 8-4-4-4-12)",
+                        super::echo(input)
+                    ),
+                )
+            })
     }
 }
 
@@ -350,6 +366,28 @@ pub fn truncate_to_micros(instant: DateTime<Utc>) -> DateTime<Utc> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn post_ids_are_read_only_as_written() {
+        let id = PostId::new().to_string();
+        assert_eq!(PostId::parse("id", &id).unwrap().to_string(), id);
+        assert_eq!(
+            PostId::parse("id", &id.to_uppercase()).unwrap().to_string(),
+            id
+        );
+        let simple = id.replace('-', "");
+        for other in [
+            format!("{{{id}}}"),
+            format!("urn:uuid:{id}"),
+            simple,
+            format!(" {id}"),
+            format!("{id} "),
+            "0".repeat(36),
+        ] {
+            let error = PostId::parse("id", &other).unwrap_err();
+            assert_eq!(error.field, "id", "{other}");
+        }
+    }
 
     #[test]
     fn platform_is_normalised_and_checked() {

@@ -18,7 +18,7 @@ use crate::domain::suggest::{
     EngagementSample, HOURS_PER_WEEK, SuggestParams, Suggestion, default_prior, suggest,
 };
 use crate::domain::time::{TimeZone, parse_local_date, parse_time_of_day};
-use crate::domain::{ErrorReason, ExternalId, Platform, PostId, PostStatus, Refusal};
+use crate::domain::{ErrorReason, ExternalId, FieldError, Platform, PostId, PostStatus, Refusal};
 use crate::storage::{EngagementRecord, SlotsRecord};
 
 /// How far ahead a free slot is looked for.
@@ -249,6 +249,18 @@ impl SchedulerService {
             .map_err(|error| error.for_field("recurrence.time_zone"))?;
         let start_date = parse_local_date(&request.start_date)
             .map_err(|error| error.for_field("recurrence.start_date"))?;
+        // A start before today is refused, as for every other pattern; a
+        // start today spreads over what is left of the day.
+        let today = crate::domain::calendar::local_date(now, zone);
+        if start_date < today {
+            return Err(FieldError::new(
+                "recurrence.start_date",
+                format!("{start_date} is in the past (today is {today} in {zone})"),
+            )
+            .with_reason(ErrorReason::PastInstant)
+            .with_metadata("today", today.to_string())
+            .into());
+        }
         let from = day_start(zone, start_date)
             .map_err(|error| error.for_field("recurrence.start_date"))?
             .max(now);

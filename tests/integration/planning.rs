@@ -196,6 +196,21 @@ async fn distributing_across_the_week_spreads_posts_over_free_slots() {
         let time = &post.local_time[11..16];
         assert!(("10:00"..="15:30").contains(&time), "{}", post.local_time);
     }
+
+    // A start in the past is refused, as for every other pattern, instead
+    // of becoming "now".
+    for past in ["0001-01-01", "2020-06-01"] {
+        let mut request = distribute("no-slots", 3);
+        if let Some(recurrence) = request.recurrence.as_mut() {
+            recurrence.start_date = past.into();
+        }
+        let status = client.bulk_schedule(request).await.unwrap_err();
+        assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+        assert!(
+            status.message().starts_with("recurrence.start_date: "),
+            "{status:?}"
+        );
+    }
     app.stop().await;
 }
 
