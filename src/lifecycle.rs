@@ -58,7 +58,7 @@ impl LifeCycle {
 
     /// Announces a new post.
     pub fn announce_created(&self, post: &Post, at: DateTime<Utc>) {
-        self.events.emit_copy(EventKind::Scheduled, post, None, at);
+        self.announce(Transition::Create, post, post.status, 0, at);
     }
 
     /// Announces a claimed post whose attempt starts now: the claim itself
@@ -68,10 +68,6 @@ impl LifeCycle {
         let before_claim = PostStatus::pending_after(claimed.attempts.saturating_sub(1));
         self.events
             .emit_copy(EventKind::Publishing, claimed, Some(before_claim), at);
-    }
-
-    pub fn storage(&self) -> &Storage {
-        &self.storage
     }
 
     pub fn events(&self) -> &EventBus {

@@ -6,156 +6,101 @@
 
 use std::fmt;
 
-/// A stable, machine-readable reason for a refusal (`ErrorInfo.reason`).
-/// Adding a reason is a compatible change; renaming one is not.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ErrorReason {
-    /// A required field is empty or missing.
-    FieldRequired,
-    /// A field's value is malformed or out of range.
-    FieldInvalid,
-    /// A time zone that is not in the IANA tz database.
-    UnknownZone,
-    /// A local date or time that does not parse or does not exist.
-    InvalidLocalTime,
-    /// A wall-clock time skipped by a daylight-saving transition, refused
-    /// by the DST gap policy.
-    DstGap,
-    /// An instant further in the past than the grace allows.
-    PastInstant,
-    /// An instant beyond the furthest date posts may be scheduled.
-    TooFarAhead,
-    /// A payload that is not one JSON object, or nested too deep.
-    InvalidPayload,
-    /// A payload larger than the limit.
-    PayloadTooLarge,
-    /// Labels that break the rules on their number, keys or values.
-    InvalidLabels,
-    /// A list filter that does not parse.
-    InvalidFilter,
-    /// A page token that is malformed or was issued for other filters.
-    InvalidPageToken,
-    /// A recurrence that cannot be expanded.
-    InvalidRecurrence,
-    /// More posts in one request than the limit.
-    TooManyPosts,
-    /// An answer that would exceed the message size limit in the view asked.
-    AnswerTooLarge,
-    /// The post does not exist.
-    PostNotFound,
-    /// The post is not at the version the caller expected.
-    VersionMismatch,
-    /// The post kept changing under the call; reading it again and
-    /// retrying succeeds.
-    ConcurrentChange,
-    /// The post's status does not allow the operation.
-    WrongStatus,
-    /// The post's business or platform is paused.
-    Paused,
-    /// The business has no (or too few) posting slots for the request.
-    NoPostingSlots,
-    /// The request id was used before for a different request.
-    RequestIdReused,
-    /// A concurrent call with the same request id is still in progress.
-    RequestIdInUse,
-    /// A pause is in force but an attempt under way has not finished yet.
-    AttemptInProgress,
-    /// The database cannot be reached or is failing; retry.
-    DatabaseUnavailable,
-    /// Too many calls in flight; retry after the delay given.
-    Overloaded,
-    /// Too many open event streams.
-    TooManyWatchers,
-    /// An event stream fell too far behind and was ended.
-    WatcherLagged,
-    /// No bearer token was sent.
-    TokenMissing,
-    /// The bearer token is not known.
-    TokenUnknown,
-    /// The token may not touch this business.
-    BusinessNotAllowed,
-    /// The token covers several businesses and the request named none.
-    BusinessRequired,
-    /// Something failed inside the server; nothing the caller can change.
-    Internal,
+/// Declares [`ErrorReason`] from one list of variants and their wire
+/// names, so that the enum, [`ErrorReason::ALL`] and
+/// [`ErrorReason::as_str`] cannot fall out of step.
+macro_rules! error_reasons {
+    ($($(#[doc = $doc:literal])* $variant:ident => $name:literal,)+) => {
+        /// A stable, machine-readable reason for a refusal (`ErrorInfo.reason`).
+        /// Adding a reason is a compatible change; renaming one is not.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum ErrorReason {
+            $($(#[doc = $doc])* $variant,)+
+        }
+
+        impl ErrorReason {
+            /// Every reason, for documentation and tests.
+            pub const ALL: &'static [ErrorReason] = &[$(Self::$variant),+];
+
+            /// The name on the wire (`ErrorInfo.reason`), UPPER_SNAKE_CASE.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(Self::$variant => $name,)+
+                }
+            }
+        }
+    };
 }
 
-impl ErrorReason {
-    /// Every reason, for documentation and tests.
-    pub const ALL: [ErrorReason; 33] = [
-        Self::FieldRequired,
-        Self::FieldInvalid,
-        Self::UnknownZone,
-        Self::InvalidLocalTime,
-        Self::DstGap,
-        Self::PastInstant,
-        Self::TooFarAhead,
-        Self::InvalidPayload,
-        Self::PayloadTooLarge,
-        Self::InvalidLabels,
-        Self::InvalidFilter,
-        Self::InvalidPageToken,
-        Self::InvalidRecurrence,
-        Self::TooManyPosts,
-        Self::AnswerTooLarge,
-        Self::PostNotFound,
-        Self::VersionMismatch,
-        Self::ConcurrentChange,
-        Self::WrongStatus,
-        Self::Paused,
-        Self::NoPostingSlots,
-        Self::RequestIdReused,
-        Self::RequestIdInUse,
-        Self::AttemptInProgress,
-        Self::DatabaseUnavailable,
-        Self::Overloaded,
-        Self::TooManyWatchers,
-        Self::WatcherLagged,
-        Self::TokenMissing,
-        Self::TokenUnknown,
-        Self::BusinessNotAllowed,
-        Self::BusinessRequired,
-        Self::Internal,
-    ];
-
-    /// The name on the wire (`ErrorInfo.reason`), UPPER_SNAKE_CASE.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::FieldRequired => "FIELD_REQUIRED",
-            Self::FieldInvalid => "FIELD_INVALID",
-            Self::UnknownZone => "UNKNOWN_ZONE",
-            Self::InvalidLocalTime => "INVALID_LOCAL_TIME",
-            Self::DstGap => "DST_GAP",
-            Self::PastInstant => "PAST_INSTANT",
-            Self::TooFarAhead => "TOO_FAR_AHEAD",
-            Self::InvalidPayload => "INVALID_PAYLOAD",
-            Self::PayloadTooLarge => "PAYLOAD_TOO_LARGE",
-            Self::InvalidLabels => "INVALID_LABELS",
-            Self::InvalidFilter => "INVALID_FILTER",
-            Self::InvalidPageToken => "INVALID_PAGE_TOKEN",
-            Self::InvalidRecurrence => "INVALID_RECURRENCE",
-            Self::TooManyPosts => "TOO_MANY_POSTS",
-            Self::AnswerTooLarge => "ANSWER_TOO_LARGE",
-            Self::PostNotFound => "POST_NOT_FOUND",
-            Self::VersionMismatch => "VERSION_MISMATCH",
-            Self::ConcurrentChange => "CONCURRENT_CHANGE",
-            Self::WrongStatus => "WRONG_STATUS",
-            Self::Paused => "PAUSED",
-            Self::NoPostingSlots => "NO_POSTING_SLOTS",
-            Self::RequestIdReused => "REQUEST_ID_REUSED",
-            Self::RequestIdInUse => "REQUEST_ID_IN_USE",
-            Self::AttemptInProgress => "ATTEMPT_IN_PROGRESS",
-            Self::DatabaseUnavailable => "DATABASE_UNAVAILABLE",
-            Self::Overloaded => "OVERLOADED",
-            Self::TooManyWatchers => "TOO_MANY_WATCHERS",
-            Self::WatcherLagged => "WATCHER_LAGGED",
-            Self::TokenMissing => "TOKEN_MISSING",
-            Self::TokenUnknown => "TOKEN_UNKNOWN",
-            Self::BusinessNotAllowed => "BUSINESS_NOT_ALLOWED",
-            Self::BusinessRequired => "BUSINESS_REQUIRED",
-            Self::Internal => "INTERNAL",
-        }
-    }
+error_reasons! {
+    /// A required field is empty or missing.
+    FieldRequired => "FIELD_REQUIRED",
+    /// A field's value is malformed or out of range.
+    FieldInvalid => "FIELD_INVALID",
+    /// A time zone that is not in the IANA tz database.
+    UnknownZone => "UNKNOWN_ZONE",
+    /// A local date or time that does not parse or does not exist.
+    InvalidLocalTime => "INVALID_LOCAL_TIME",
+    /// A wall-clock time skipped by a daylight-saving transition, refused
+    /// by the DST gap policy.
+    DstGap => "DST_GAP",
+    /// An instant further in the past than the grace allows.
+    PastInstant => "PAST_INSTANT",
+    /// An instant beyond the furthest date posts may be scheduled.
+    TooFarAhead => "TOO_FAR_AHEAD",
+    /// A payload that is not one JSON object, or nested too deep.
+    InvalidPayload => "INVALID_PAYLOAD",
+    /// A payload larger than the limit.
+    PayloadTooLarge => "PAYLOAD_TOO_LARGE",
+    /// Labels that break the rules on their number, keys or values.
+    InvalidLabels => "INVALID_LABELS",
+    /// A list filter that does not parse.
+    InvalidFilter => "INVALID_FILTER",
+    /// A page token that is malformed or was issued for other filters.
+    InvalidPageToken => "INVALID_PAGE_TOKEN",
+    /// A recurrence that cannot be expanded.
+    InvalidRecurrence => "INVALID_RECURRENCE",
+    /// More posts in one request than the limit.
+    TooManyPosts => "TOO_MANY_POSTS",
+    /// An answer that would exceed the message size limit in the view asked.
+    AnswerTooLarge => "ANSWER_TOO_LARGE",
+    /// The post does not exist.
+    PostNotFound => "POST_NOT_FOUND",
+    /// The post is not at the version the caller expected.
+    VersionMismatch => "VERSION_MISMATCH",
+    /// The post kept changing under the call; reading it again and
+    /// retrying succeeds.
+    ConcurrentChange => "CONCURRENT_CHANGE",
+    /// The post's status does not allow the operation.
+    WrongStatus => "WRONG_STATUS",
+    /// The post's business or platform is paused.
+    Paused => "PAUSED",
+    /// The business has no (or too few) posting slots for the request.
+    NoPostingSlots => "NO_POSTING_SLOTS",
+    /// The request id was used before for a different request.
+    RequestIdReused => "REQUEST_ID_REUSED",
+    /// A concurrent call with the same request id is still in progress.
+    RequestIdInUse => "REQUEST_ID_IN_USE",
+    /// A pause is in force but an attempt under way has not finished yet.
+    AttemptInProgress => "ATTEMPT_IN_PROGRESS",
+    /// The database cannot be reached or is failing; retry.
+    DatabaseUnavailable => "DATABASE_UNAVAILABLE",
+    /// Too many calls in flight; retry after the delay given.
+    Overloaded => "OVERLOADED",
+    /// Too many open event streams.
+    TooManyWatchers => "TOO_MANY_WATCHERS",
+    /// An event stream fell too far behind and was ended.
+    WatcherLagged => "WATCHER_LAGGED",
+    /// No bearer token was sent.
+    TokenMissing => "TOKEN_MISSING",
+    /// The bearer token is not known.
+    TokenUnknown => "TOKEN_UNKNOWN",
+    /// The token may not touch this business.
+    BusinessNotAllowed => "BUSINESS_NOT_ALLOWED",
+    /// The token covers several businesses and the request named none.
+    BusinessRequired => "BUSINESS_REQUIRED",
+    /// Something failed inside the server; nothing the caller can change.
+    Internal => "INTERNAL",
 }
 
 impl fmt::Display for ErrorReason {

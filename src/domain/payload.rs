@@ -86,13 +86,8 @@ impl Payload {
     }
 
     /// Its size in bytes.
-    pub fn len(&self) -> usize {
+    pub fn byte_len(&self) -> usize {
         self.as_str().len()
-    }
-
-    /// Whether it is `{}` because the caller sent none.
-    pub fn is_empty(&self) -> bool {
-        self.0.is_none()
     }
 }
 

@@ -303,7 +303,7 @@ impl Post {
             + self.labels.byte_len()
             + PER_LABEL * self.labels.iter().count();
         if view == PostView::Full {
-            size += self.payload.len()
+            size += self.payload.byte_len()
                 + self
                     .attempt_history
                     .iter()

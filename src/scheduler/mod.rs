@@ -81,6 +81,11 @@ pub(crate) fn post_subject(id: impl std::fmt::Display) -> String {
     format!("posts/{id}")
 }
 
+/// The resource name of a business in error details.
+pub(crate) fn business_subject(business_id: &str) -> String {
+    format!("businesses/{business_id}")
+}
+
 /// A post whose status does not allow the operation.
 pub(crate) fn wrong_status(post: &Post, message: String) -> SchedulerError {
     SchedulerError::FailedPrecondition(
@@ -364,7 +369,7 @@ impl SchedulerService {
                 existing.pop().ok_or_else(|| {
                     SchedulerError::Aborted(Refusal::new(
                         ErrorReason::RequestIdInUse,
-                        format!("businesses/{}", business_id.as_str()),
+                        business_subject(business_id.as_str()),
                         "request id is in use by a concurrent call; retry it",
                     ))
                 })
@@ -374,7 +379,11 @@ impl SchedulerService {
     }
 
     pub async fn get(&self, id: &str) -> Result<Post, SchedulerError> {
-        let id = PostId::parse("id", id)?;
+        self.existing(PostId::parse("id", id)?).await
+    }
+
+    /// The post `id` names, or `NOT_FOUND`.
+    pub(crate) async fn existing(&self, id: PostId) -> Result<Post, SchedulerError> {
         self.storage
             .get(id)
             .await?
@@ -442,11 +451,7 @@ impl SchedulerService {
         let paths = update_paths(&request)?;
         for _ in 0..CAS_ROUNDS {
             let now = self.clock.now();
-            let current = self
-                .storage
-                .get(id)
-                .await?
-                .ok_or_else(|| SchedulerError::NotFound(id.to_string()))?;
+            let current = self.existing(id).await?;
             check_transition(
                 &current,
                 Transition::Edit { new_instant: true },
@@ -476,11 +481,7 @@ impl SchedulerService {
         let id = PostId::parse("id", id)?;
         for _ in 0..CAS_ROUNDS {
             let now = self.clock.now();
-            let current = self
-                .storage
-                .get(id)
-                .await?
-                .ok_or_else(|| SchedulerError::NotFound(id.to_string()))?;
+            let current = self.existing(id).await?;
             if current.status == PostStatus::Cancelled {
                 return Ok(current);
             }
@@ -582,8 +583,13 @@ impl SchedulerService {
                 Ok(posts)
             }
             Err(StorageError::DuplicateRequest) => {
-                let request_ids: Vec<String> =
+                let mut request_ids: Vec<String> =
                     posts.iter().filter_map(|p| p.request_id.clone()).collect();
+                // And the one after the last: a longer batch stored under the
+                // same request id holds it.
+                if let Some(id) = &request_id {
+                    request_ids.push(format!("{}#{}", id.as_str(), posts.len()));
+                }
                 let mut existing = self
                     .storage
                     .find_by_request_ids(business_id.as_str(), &request_ids)
@@ -596,26 +602,15 @@ impl SchedulerService {
                 });
                 // The same request again is the same number of posts of the
                 // same content ids in the same order, and no more.
-                let beyond = request_id
-                    .as_ref()
-                    .map(|id| format!("{}#{}", id.as_str(), posts.len()));
-                let longer = match beyond {
-                    Some(beyond) => !self
-                        .storage
-                        .find_by_request_ids(business_id.as_str(), &[beyond])
-                        .await?
-                        .is_empty(),
-                    None => false,
-                };
                 let same = existing.len() == posts.len()
                     && existing
                         .iter()
                         .zip(&posts)
                         .all(|(stored, asked)| stored.content_id == asked.content_id);
-                if longer || !same {
+                if !same {
                     return Err(SchedulerError::FailedPrecondition(Refusal::new(
                         ErrorReason::RequestIdReused,
-                        format!("businesses/{}", business_id.as_str()),
+                        business_subject(business_id.as_str()),
                         "request_id was already used for a different bulk request",
                     )));
                 }

@@ -385,11 +385,7 @@ impl SchedulerService {
                 return Err(invalid(field, "must not be negative"));
             }
         }
-        let post = self
-            .storage
-            .get(id)
-            .await?
-            .ok_or_else(|| SchedulerError::NotFound(id.to_string()))?;
+        let post = self.existing(id).await?;
         let Some(published_at) = post
             .published_at
             .filter(|_| post.status == PostStatus::Published)

@@ -3,8 +3,8 @@
 use chrono::{DateTime, NaiveDate, Utc, Weekday};
 
 use super::{
-    ListPage, PageRequest, SchedulerError, SchedulerService, business_filter, check_transition,
-    check_version, concurrent_change, invalid, non_empty, parse_zone,
+    ListPage, PageRequest, SchedulerError, SchedulerService, business_filter, business_subject,
+    check_transition, check_version, concurrent_change, invalid, non_empty, parse_zone,
 };
 use crate::domain::calendar::{CalendarGrid, CalendarView, local_date};
 use crate::domain::time::{TimeZone, format_local};
@@ -163,7 +163,7 @@ impl SchedulerService {
             return Err(SchedulerError::FailedPrecondition(
                 Refusal::new(
                     ErrorReason::Paused,
-                    format!("businesses/{}", current.business_id),
+                    business_subject(&current.business_id),
                     format!(
                         "the queue of business {} on {} is paused; resume it first",
                         current.business_id, current.platform
@@ -212,7 +212,7 @@ impl SchedulerService {
         if !idle {
             return Err(SchedulerError::Unavailable(Refusal::new(
                 ErrorReason::AttemptInProgress,
-                format!("businesses/{}", record.business_id),
+                business_subject(&record.business_id),
                 format!(
                     "the pause is in force, but an attempt already under way did not finish within {}s; call PauseQueue again to wait for it",
                     self.limits.pause_wait.as_secs()
@@ -420,13 +420,6 @@ impl SchedulerService {
         let current = self.existing(id).await?;
         check_transition(&current, transition, expected_version)?;
         Ok(current)
-    }
-
-    async fn existing(&self, id: PostId) -> Result<Post, SchedulerError> {
-        self.storage
-            .get(id)
-            .await?
-            .ok_or_else(|| SchedulerError::NotFound(id.to_string()))
     }
 
     /// A compare-and-set from the post as read; a post changed meanwhile is
