@@ -35,14 +35,30 @@ impl LifeCycle {
     ) -> Result<Option<Post>, StorageError> {
         let applied = self.storage.compare_and_set(change, patch, now).await?;
         if let Some(post) = &applied {
-            self.announce(change.transition, post, change.from, change.attempts, now);
+            self.announce_copy(change.transition, post, change.from, change.attempts, now);
         }
         Ok(applied)
     }
 
-    /// Announces a transition that was written (a new post, an outcome of a
-    /// batch): `post` as it is afterwards, `from` and `attempts` as it was.
+    /// Announces a transition that was written (an outcome of a batch):
+    /// `post` as it is afterwards, `from` and `attempts` as it was. The post
+    /// moves to the watchers, uncopied.
     pub fn announce(
+        &self,
+        transition: Transition,
+        post: Post,
+        from: PostStatus,
+        attempts: u32,
+        at: DateTime<Utc>,
+    ) {
+        if let Some((kind, counted)) = announcement(transition, from, attempts) {
+            self.events.emit(kind, post, counted, at);
+        }
+    }
+
+    /// As [`LifeCycle::announce`], for a post the caller keeps: it is
+    /// copied only for watchers.
+    fn announce_copy(
         &self,
         transition: Transition,
         post: &Post,
@@ -50,15 +66,14 @@ impl LifeCycle {
         attempts: u32,
         at: DateTime<Utc>,
     ) {
-        if let Some(kind) = transition.event() {
-            let counted = counted_from(transition, from, attempts);
+        if let Some((kind, counted)) = announcement(transition, from, attempts) {
             self.events.emit_copy(kind, post, counted, at);
         }
     }
 
     /// Announces a new post.
     pub fn announce_created(&self, post: &Post, at: DateTime<Utc>) {
-        self.announce(Transition::Create, post, post.status, 0, at);
+        self.announce_copy(Transition::Create, post, post.status, 0, at);
     }
 
     /// Announces a claimed post whose attempt starts now: the claim itself
@@ -73,6 +88,17 @@ impl LifeCycle {
     pub fn events(&self) -> &EventBus {
         &self.events
     }
+}
+
+/// The event announcing `transition`, and the status the counters move the
+/// post from; `None` for a transition nobody outside sees.
+fn announcement(
+    transition: Transition,
+    from: PostStatus,
+    attempts: u32,
+) -> Option<(EventKind, Option<PostStatus>)> {
+    let kind = transition.event()?;
+    Some((kind, counted_from(transition, from, attempts)))
 }
 
 /// The status the queue counters hold the post in before `transition`: its

@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use opentelemetry::metrics::{Counter, Histogram, Meter};
 use opentelemetry::propagation::TextMapPropagator as _;
-use opentelemetry::trace::{SpanContext, TraceContextExt as _, TracerProvider as _};
+use opentelemetry::trace::{SpanContext, TraceContextExt as _, TraceFlags, TracerProvider as _};
 use opentelemetry::{Context, KeyValue};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::metrics::SdkMeterProvider;
@@ -301,17 +301,21 @@ fn resource() -> Resource {
 // ---------------------------------------------------------------------------
 // W3C trace context
 
-/// The `traceparent` value of a span context, as the installed
-/// [`TraceContextPropagator`] writes it: `00-{trace id}-{parent id}-{flags}`,
-/// lower-case hex, with only the sampled flag. `None` for an invalid
-/// (all-zero) context.
+/// The `traceparent` value of a span context, exactly as the installed
+/// [`TraceContextPropagator`] writes it (a test holds the two equal):
+/// `00-{trace id}-{parent id}-{flags}`, lower-case hex, with only the
+/// sampled flag. `None` for an invalid (all-zero) context. Written here
+/// rather than through the propagator, which would build a context and a
+/// header map for every publish attempt and every new post.
 pub fn format_traceparent(context: &SpanContext) -> Option<String> {
-    let mut headers = HashMap::new();
-    TraceContextPropagator::new().inject_context(
-        &Context::new().with_remote_span_context(context.clone()),
-        &mut headers,
-    );
-    headers.remove(TRACEPARENT_HEADER)
+    context.is_valid().then(|| {
+        format!(
+            "00-{}-{}-{:02x}",
+            context.trace_id(),
+            context.span_id(),
+            (context.trace_flags() & TraceFlags::SAMPLED).to_u8()
+        )
+    })
 }
 
 /// Parses a `traceparent` value with the [`TraceContextPropagator`]: `None`
@@ -324,13 +328,18 @@ pub fn parse_traceparent(value: &str) -> Option<SpanContext> {
     // The propagator reads each field as a number without checking its
     // length, so it would take a 31-digit trace id or a `+` sign; the W3C
     // recommendation refuses both.
+    // It also drops an empty last field, so a version 00 value with a
+    // trailing `-` is refused here.
     let mut fields = value.split('-');
     let well_formed = [2, 32, 16, 2].iter().all(|len| {
         fields.next().is_some_and(|field| {
-            field.len() == *len && field.bytes().all(|byte| byte.is_ascii_hexdigit())
+            field.len() == *len
+                && field
+                    .bytes()
+                    .all(|byte| byte.is_ascii_digit() || (b'a'..=b'f').contains(&byte))
         })
     });
-    if !well_formed {
+    if !well_formed || (value.starts_with("00-") && fields.next().is_some()) {
         return None;
     }
     let headers = HashMap::from([(TRACEPARENT_HEADER.to_owned(), value.to_owned())]);
@@ -704,6 +713,22 @@ mod tests {
     }
 
     #[test]
+    fn traceparent_is_written_as_the_propagator_writes_it() {
+        for sampled in [true, false] {
+            let context = span_context(sampled);
+            let mut headers = HashMap::new();
+            TraceContextPropagator::new().inject_context(
+                &Context::new().with_remote_span_context(context.clone()),
+                &mut headers,
+            );
+            assert_eq!(
+                format_traceparent(&context),
+                headers.remove(TRACEPARENT_HEADER)
+            );
+        }
+    }
+
+    #[test]
     fn malformed_traceparents_are_ignored() {
         for bad in [
             "",
@@ -719,6 +744,8 @@ mod tests {
             // Upper-case hex; a trailing field in version 00.
             "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
             "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-",
+            "0A-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
         ] {
             assert!(parse_traceparent(bad).is_none(), "accepted {bad:?}");
         }

@@ -530,7 +530,7 @@ async fn record_outcome(
                 }
                 context.lifecycle.announce(
                     transition,
-                    &post,
+                    post,
                     PostStatus::Publishing,
                     claimed.attempts,
                     now,

@@ -37,14 +37,6 @@ pub struct FinishedAttempt {
 impl FinishedAttempt {
     /// The same write as a single compare-and-set.
     pub fn as_compare_and_set(&self) -> (Change, PostPatch) {
-        let change = Change {
-            transition: self.transition,
-            id: self.id,
-            from: PostStatus::Publishing,
-            attempts: self.attempts,
-            version: Some(self.claimed_version),
-            due_by: None,
-        };
         let patch = PostPatch {
             next_attempt_at: Some(self.next_attempt_at),
             published_at: Some(self.published_at),
@@ -53,13 +45,25 @@ impl FinishedAttempt {
             attempt_history: Some(self.attempt_history.clone()),
             ..PostPatch::default()
         };
-        (change, patch)
+        (self.change(), patch)
     }
 
-    /// The status the outcome writes.
+    /// The transition of the claimed post this outcome makes.
+    fn change(&self) -> Change {
+        Change {
+            transition: self.transition,
+            id: self.id,
+            from: PostStatus::Publishing,
+            attempts: self.attempts,
+            version: Some(self.claimed_version),
+            due_by: None,
+        }
+    }
+
+    /// The status the outcome writes: the same on both databases and in
+    /// the single compare-and-set, since all take it from [`Change::outcome`].
     pub fn status(&self) -> PostStatus {
-        self.transition
-            .target(PostStatus::Publishing, self.attempts)
+        self.change().outcome().0
     }
 }
 
