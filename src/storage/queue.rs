@@ -49,32 +49,23 @@ impl Storage {
     ) -> Result<Vec<PauseRecord>, StorageError> {
         use schema::queue_pauses;
         let rows: Vec<(String, String, i64)> = with_write_connection!(self, |conn| {
+            let of_business = queue_pauses::business_id.eq(business_id);
             match platform {
                 Some(platform) => {
                     diesel::delete(
                         queue_pauses::table
-                            .filter(queue_pauses::business_id.eq(business_id))
+                            .filter(of_business)
                             .filter(queue_pauses::platform.eq(platform)),
                     )
-                    .returning((
-                        queue_pauses::business_id,
-                        queue_pauses::platform,
-                        queue_pauses::pause_time_us,
-                    ))
+                    .returning(PAUSE_COLUMNS)
                     .get_results(conn)
                     .await?
                 }
                 None => {
-                    diesel::delete(
-                        queue_pauses::table.filter(queue_pauses::business_id.eq(business_id)),
-                    )
-                    .returning((
-                        queue_pauses::business_id,
-                        queue_pauses::platform,
-                        queue_pauses::pause_time_us,
-                    ))
-                    .get_results(conn)
-                    .await?
+                    diesel::delete(queue_pauses::table.filter(of_business))
+                        .returning(PAUSE_COLUMNS)
+                        .get_results(conn)
+                        .await?
                 }
             }
         });
@@ -88,11 +79,7 @@ impl Storage {
         use schema::queue_pauses;
         let rows: Vec<(String, String, i64)> = with_connection!(self, |conn| {
             let mut query = queue_pauses::table
-                .select((
-                    queue_pauses::business_id,
-                    queue_pauses::platform,
-                    queue_pauses::pause_time_us,
-                ))
+                .select(PAUSE_COLUMNS)
                 .order((queue_pauses::business_id, queue_pauses::platform))
                 .into_boxed();
             if let Some(business_id) = business_id {
@@ -161,6 +148,17 @@ impl Storage {
         rows.into_iter().map(PostRow::into_post).collect()
     }
 }
+
+/// The columns a pause is read back from, in [`pause_from_row`]'s order.
+const PAUSE_COLUMNS: (
+    schema::queue_pauses::business_id,
+    schema::queue_pauses::platform,
+    schema::queue_pauses::pause_time_us,
+) = (
+    schema::queue_pauses::business_id,
+    schema::queue_pauses::platform,
+    schema::queue_pauses::pause_time_us,
+);
 
 fn pause_from_row(
     (business_id, platform, pause_time_us): (String, String, i64),
