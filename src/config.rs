@@ -354,9 +354,12 @@ impl ServeConfig {
         T: Into<std::ffi::OsString> + Clone,
     {
         use clap::FromArgMatches as _;
-        let command =
-            Self::augment_args(clap::Command::new("punctual")).mut_args(|arg| arg.env(None));
-        Self::from_arg_matches(&command.try_get_matches_from(args)?)
+        Self::from_arg_matches(&Self::command_ignoring_env().try_get_matches_from(args)?)
+    }
+
+    /// `serve`'s flags with their environment variables taken off.
+    fn command_ignoring_env() -> clap::Command {
+        Self::augment_args(clap::Command::new("punctual")).mut_args(|arg| arg.env(None))
     }
 }
 
@@ -426,6 +429,19 @@ mod tests {
                 .lookahead_horizon,
             crate::engine::MAX_HORIZON
         );
+    }
+
+    #[test]
+    fn parsing_for_tests_reads_no_variable() {
+        let with_env = ServeConfig::augment_args(clap::Command::new("punctual"));
+        assert!(with_env.get_arguments().any(|arg| arg.get_env().is_some()));
+        let without = ServeConfig::command_ignoring_env();
+        let reading: Vec<_> = without
+            .get_arguments()
+            .filter(|arg| arg.get_env().is_some())
+            .map(|arg| arg.get_id().to_string())
+            .collect();
+        assert!(reading.is_empty(), "{reading:?}");
     }
 
     #[test]
